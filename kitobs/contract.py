@@ -1,0 +1,275 @@
+"""The metric contract: every metric kitobs itself emits, and how a declared name becomes each
+backend's name.
+
+These names are a public interface: dashboards, alerts and recording rules are built on them, and
+kitobs' own dashboards are generated from this module. The middleware, the backends and the
+dashboard generator all read it; changing an entry is a breaking change.
+
+A metric is declared once with a snake_case base name (no unit suffix, no ``_total``), a unit, help
+text and label names. Then:
+
+- Prometheus: base + ``_<unit>`` + ``_total`` for counters, e.g. `prometheus_name`.
+- statsd: ``_`` turned into ``.`` after the prefix, e.g. `statsd_name`; durations as timers in ms.
+- expvar page: the Prometheus name, labels as a nested object.
+- OpenTelemetry: the dotted semantic-convention name and dotted attribute names, e.g. `otel_name`.
+
+Example::
+
+    >>> HTTP_SERVER_REQUEST_DURATION.prometheus_name
+    'http_server_request_duration_seconds'
+    >>> prometheus_name("jobs", "", "counter")
+    'jobs_total'
+    >>> statsd_name("http_server_request_duration", "shop")
+    'shop.http.server.request.duration'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from kitobs.config import DURATION_BUCKETS
+from kitobs.errors import ConfigError
+
+__all__ = [
+    "MetricKind",
+    "MetricSpec",
+    "UNITS",
+    "ATTRIBUTE_NAMES",
+    "HTTP_SERVER_REQUEST_DURATION",
+    "HTTP_SERVER_ACTIVE_REQUESTS",
+    "HTTP_CLIENT_REQUEST_DURATION",
+    "RPC_SERVER_CALL_DURATION",
+    "RPC_CLIENT_CALL_DURATION",
+    "ENDPOINT_DURATION",
+    "TELEMETRY_DROPPED",
+    "LABEL_SETS_FOLDED",
+    "ALL",
+    "OUTCOMES",
+    "UNMATCHED_ROUTE",
+    "OTHER_METHOD",
+    "KNOWN_METHODS",
+    "prometheus_name",
+    "statsd_name",
+    "otel_name",
+    "otel_attribute",
+    "check_base_name",
+    "check_label_name",
+]
+
+MetricKind = Literal["counter", "gauge", "histogram"]
+
+#: Units a metric may declare; the empty string is dimensionless (no suffix).
+UNITS: tuple[str, ...] = ("", "seconds", "bytes", "ratio")
+
+#: Label name → OpenTelemetry attribute name, for the contract's labels.
+ATTRIBUTE_NAMES: dict[str, str] = {
+    "http_request_method": "http.request.method",
+    "http_route": "http.route",
+    "http_response_status_code": "http.response.status_code",
+    "url_scheme": "url.scheme",
+    "error_type": "error.type",
+    "server_address": "server.address",
+    "server_port": "server.port",
+    "rpc_system_name": "rpc.system.name",
+    "rpc_method": "rpc.method",
+    "rpc_status_code": "rpc.response.status_code",
+    "endpoint": "kitobs.endpoint",
+    "outcome": "kitobs.outcome",
+    "signal": "kitobs.signal",
+    "reason": "kitobs.reason",
+    "metric": "kitobs.metric",
+}
+
+#: Outcomes of an endpoint call, the values of the ``outcome`` label.
+OUTCOMES: tuple[str, ...] = ("success", "business_error", "exception")
+#: ``http_route`` of a request that matched no route.
+UNMATCHED_ROUTE = "unmatched"
+#: ``http_request_method`` of a method outside `KNOWN_METHODS`.
+OTHER_METHOD = "_OTHER"
+KNOWN_METHODS: frozenset[str] = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+
+_BASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+_LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
+_SUFFIXES = ("_total", "_seconds", "_bytes", "_ratio", "_count", "_sum", "_bucket", "_created")
+
+
+def check_base_name(name: str, unit: str, kind: MetricKind) -> None:
+    """check_base_name raises `ConfigError` unless *name* is a valid base name, e.g. ``jobs``.
+
+    A base name is snake_case ASCII, without a unit suffix or ``_total``: kitobs adds those.
+    """
+    if unit not in UNITS:
+        raise ConfigError(f"metric {name!r}: unknown unit", value=unit, allowed=UNITS)
+    if not _BASE.match(name):
+        raise ConfigError(
+            f"metric name {name!r} is not snake_case",
+            allowed="lowercase letters, digits and single underscores, starting with a letter",
+        )
+    for suffix in _SUFFIXES:
+        if name.endswith(suffix):
+            fixed = name[: -len(suffix)]
+            raise ConfigError(
+                f"metric name {name!r} already ends in {suffix!r}; kitobs adds unit and "
+                f"_total suffixes itself",
+                allowed=f"declare {fixed!r} (with unit={suffix[1:]!r} if it is a unit)",
+            )
+    if kind not in ("counter", "gauge", "histogram"):
+        raise ConfigError(f"metric {name!r}: unknown kind", value=kind, allowed=("counter",))
+
+
+def check_label_name(metric: str, label: str) -> None:
+    """check_label_name raises `ConfigError` unless *label* is a snake_case label name."""
+    if not _LABEL.match(label) or label.startswith("__") or label == "le":
+        raise ConfigError(
+            f"metric {metric!r}: label name {label!r} is not allowed",
+            allowed="snake_case names, not starting with __, not 'le'",
+        )
+
+
+def prometheus_name(base: str, unit: str, kind: MetricKind) -> str:
+    """prometheus_name gives the Prometheus name, e.g. ``jobs`` counter → ``jobs_total``."""
+    name = f"{base}_{unit}" if unit else base
+    return f"{name}_total" if kind == "counter" else name
+
+
+def statsd_name(base: str, prefix: str = "") -> str:
+    """statsd_name turns a base name into statsd's, e.g. ``http_requests`` → ``http.requests``."""
+    dotted = base.replace("_", ".")
+    return f"{prefix}.{dotted}" if prefix else dotted
+
+
+def otel_name(base: str) -> str:
+    """otel_name gives the OpenTelemetry instrument name, e.g. ``http.server.request.duration``."""
+    for spec in ALL:
+        if spec.name == base:
+            return spec.otel
+    return base.replace("_", ".")
+
+
+def otel_attribute(label: str) -> str:
+    """otel_attribute gives a label's OpenTelemetry attribute name, e.g. ``http.route``."""
+    return ATTRIBUTE_NAMES.get(label, label)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """MetricSpec declares one metric of the contract, e.g. `HTTP_SERVER_REQUEST_DURATION`."""
+
+    name: str
+    kind: MetricKind
+    unit: str
+    help: str
+    labels: tuple[str, ...]
+    otel: str
+    buckets: tuple[float, ...] | None = None
+    #: Labels present only on some series (e.g. error_type only on errors).
+    optional_labels: tuple[str, ...] = ()
+
+    @property
+    def prometheus_name(self) -> str:
+        """The Prometheus name, e.g. ``http_server_request_duration_seconds``."""
+        return prometheus_name(self.name, self.unit, self.kind)
+
+
+HTTP_SERVER_REQUEST_DURATION = MetricSpec(
+    name="http_server_request_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of HTTP server requests.",
+    labels=(
+        "http_request_method",
+        "http_route",
+        "http_response_status_code",
+        "url_scheme",
+        "error_type",
+    ),
+    otel="http.server.request.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type",),
+)
+HTTP_SERVER_ACTIVE_REQUESTS = MetricSpec(
+    name="http_server_active_requests",
+    kind="gauge",
+    unit="",
+    help="Number of HTTP server requests in flight.",
+    labels=("http_request_method", "url_scheme"),
+    otel="http.server.active_requests",
+)
+HTTP_CLIENT_REQUEST_DURATION = MetricSpec(
+    name="http_client_request_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of HTTP client requests.",
+    labels=(
+        "http_request_method",
+        "server_address",
+        "server_port",
+        "http_response_status_code",
+        "error_type",
+    ),
+    otel="http.client.request.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type", "http_response_status_code"),
+)
+_RPC_LABELS = ("rpc_system_name", "rpc_method", "rpc_status_code", "error_type")
+RPC_SERVER_CALL_DURATION = MetricSpec(
+    name="rpc_server_call_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of RPC calls served.",
+    labels=_RPC_LABELS,
+    otel="rpc.server.call.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type",),
+)
+RPC_CLIENT_CALL_DURATION = MetricSpec(
+    name="rpc_client_call_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of RPC calls made.",
+    labels=_RPC_LABELS,
+    otel="rpc.client.call.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type",),
+)
+ENDPOINT_DURATION = MetricSpec(
+    name="kitobs_endpoint_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of endpoint calls, by outcome (success, business_error, exception).",
+    labels=("endpoint", "outcome"),
+    otel="kitobs.endpoint.duration",
+    buckets=DURATION_BUCKETS,
+)
+TELEMETRY_DROPPED = MetricSpec(
+    name="kitobs_telemetry_dropped",
+    kind="counter",
+    unit="",
+    help="Telemetry kitobs dropped instead of blocking or failing, by signal and reason.",
+    labels=("signal", "reason"),
+    otel="kitobs.telemetry.dropped",
+)
+LABEL_SETS_FOLDED = MetricSpec(
+    name="kitobs_label_sets_folded",
+    kind="counter",
+    unit="",
+    help="Label sets folded into the overflow series by the cardinality guard.",
+    labels=("metric",),
+    otel="kitobs.label_sets.folded",
+)
+
+#: Every metric of the contract, in table order.
+ALL: tuple[MetricSpec, ...] = (
+    HTTP_SERVER_REQUEST_DURATION,
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    HTTP_CLIENT_REQUEST_DURATION,
+    RPC_SERVER_CALL_DURATION,
+    RPC_CLIENT_CALL_DURATION,
+    ENDPOINT_DURATION,
+    TELEMETRY_DROPPED,
+    LABEL_SETS_FOLDED,
+)
