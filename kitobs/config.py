@@ -55,7 +55,8 @@ __all__ = [
     "OtlpSettings",
     "KeyInfo",
     "load",
-    "keys",
+    "all_keys",
+    "reference",
     "env_name",
     "DEFAULT_REDACT_KEYS",
     "DURATION_BUCKETS",
@@ -455,7 +456,7 @@ def _sections(cls: type[Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[s
             yield from _sections(hints[f.name], (*prefix, f.name))
 
 
-def keys() -> list[KeyInfo]:
+def all_keys() -> list[KeyInfo]:
     """keys lists every configuration key in schema order, e.g. for generating the reference."""
     return list(_walk(Settings, ()))
 
@@ -691,7 +692,7 @@ def load(
             variable if the value came from one, the value and what is allowed.
     """
     environ = os.environ if env is None else env
-    infos = keys()
+    infos = all_keys()
     by_path = {info.path: info for info in infos}
     by_dotted = {info.dotted: info for info in infos}
     section_paths = {p for p, _ in _sections(Settings, ()) if p}
@@ -751,3 +752,53 @@ def _build(cls: type[_T], prefix: tuple[str, ...], values: Mapping[tuple[str, ..
         elif path in values:
             kwargs[f.name] = values[path]
     return cls(**kwargs)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def reference() -> str:
+    """reference renders every key as Markdown, e.g. for ``docs/configuration.md``.
+
+    One table per section: key, default, environment variable, and help (with the allowed values).
+    """
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `kitobs.config` by `kitobs config reference`; do not edit by hand.",
+        "",
+        "Each key can be set in a TOML file (`--config FILE`, `$KITOBS_CONFIG`, `./kitobs.toml`,",
+        "or `[tool.kitobs]` in `./pyproject.toml`), in its environment variable, or in code",
+        "(`kitobs.config.load(overrides={...})`), each overriding the one before. Lists are",
+        "comma-separated in variables, labels are `k=v,k2=v2`, durations are seconds.",
+    ]
+    section: tuple[str, ...] | None = None
+    for info in all_keys():
+        if info.path[:-1] != section:
+            section = info.path[:-1]
+            lines += [
+                "",
+                f"## [{'.'.join(section)}]",
+                "",
+                "| key | default | variable | meaning |",
+                "|---|---|---|---|",
+            ]
+        doc = info.doc
+        if info.choices:
+            doc += " One of: " + ", ".join(f"`{c}`" for c in info.choices) + "."
+        if info.otel_env:
+            doc += f" Falls back to `${info.otel_env}`."
+        default = _show(info.default).replace("|", "\\|")
+        lines.append(
+            f"| `{info.path[-1]}` | `{default}` | `{info.variable}` | {doc.replace('|', '/')} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,99 @@
+"""The ``kitobs`` command: the demo service, dashboard export and configuration help.
+
+``kitobs demo [--host H] [--port P] [--config FILE] [--load RATE]`` runs the example service;
+``kitobs dashboards export [--out DIR]`` writes the Grafana dashboards;
+``kitobs config show`` prints the effective configuration and ``kitobs config reference`` the
+reference of every key. A configuration error prints its message and exits with status 2, without
+a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kitobs import config
+from kitobs.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kitobs", description="kitobs: logs, metrics and traces for Python services."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the example service")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    demo.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    demo.add_argument(
+        "--load",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="requests per second the demo sends itself (0, the default, is off)",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop after this many seconds (0, the default, runs until SIGINT or SIGTERM)",
+    )
+
+    dash = sub.add_parser("dashboards", help="Grafana dashboards")
+    dash_sub = dash.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = dash_sub.add_parser("export", help="write the dashboards as JSON files")
+    export.add_argument("--out", default="dashboards", metavar="DIR", help="(./dashboards)")
+
+    cfg = sub.add_parser("config", help="configuration")
+    cfg_sub = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = cfg_sub.add_parser("show", help="print the effective configuration")
+    show.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    cfg_sub.add_parser("reference", help="print the reference of every key (Markdown)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """main runs the ``kitobs`` command with *argv* and returns the exit status, e.g. 0."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from kitobs.demo import run
+
+            if args.load < 0:
+                raise ConfigError("--load must be 0 or more", value=args.load)
+            return run(
+                host=args.host,
+                port=args.port,
+                config_path=args.config,
+                load=args.load,
+                duration=args.duration,
+            )
+        if args.command == "dashboards":
+            from kitobs.dashboards import export
+
+            for path in export(Path(args.out)):
+                print(path)
+            return 0
+        if args.action == "show":
+            settings = config.load(args.config)
+            for info in config.all_keys():
+                value: object = settings
+                for part in info.path:
+                    value = getattr(value, part)
+                print(f"{info.dotted} = {value!r}")
+            return 0
+        sys.stdout.write(config.reference())
+        return 0
+    except ConfigError as err:
+        print(f"kitobs: configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""``kitobs demo``: an example service built from kitobs' parts the way a user would build it.
+
+The service (`kitobs.demo.service`) has four endpoints: ``sum`` (fast), ``concat``, ``slow`` and
+``flaky`` (which now and then returns a business error or raises). They are wrapped in kitobs'
+endpoint middleware and served over HTTP on one port, which also serves ``/metrics`` and
+``/debug/vars``. ``--load RATE`` makes the demo call itself RATE times a second, so every signal has
+data. It runs on embedded defaults with nothing else to start: logfmt logs on stderr, Prometheus
+exposition and the expvar page on its own port, spans summarised in the log. Any setting can be
+changed by configuration, e.g. ``KITOBS_METRICS_BACKEND=statsd``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any
+
+from kitobs import config
+from kitobs.kit import Kit
+
+__all__ = ["DEMO_DEFAULTS", "run"]
+
+#: The demo's embedded defaults; every configuration source overrides them.
+DEMO_DEFAULTS: Mapping[str, Any] = {
+    "service.name": "kitobs-demo",
+    "metrics.backend": ("prometheus", "expvar"),
+    "tracing.exporter": "log",
+}
+
+
+def run(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    config_path: str | None = None,
+    load: float = 0.0,
+    duration: float = 0.0,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """run serves the demo until SIGINT or SIGTERM (or *duration* seconds) and returns 0.
+
+    Raises:
+        ConfigError: the configuration is invalid (the command prints it and exits 2).
+    """
+    from kitobs.demo.http import DemoServer
+    from kitobs.demo.load import LoadGenerator
+
+    settings = config.load(config_path, env=env, defaults=DEMO_DEFAULTS)
+    kit = Kit.from_settings(settings)
+    try:
+        server = DemoServer(kit, host, port)
+    except OSError as err:
+        kit.close()
+        print(f"kitobs demo: cannot listen on {host}:{port}: {err.strerror}", file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    generator = LoadGenerator(kit, server.url, load) if load > 0 else None
+    try:
+        server.start()
+        _banner(server.url, settings, load)
+        if generator is not None:
+            generator.start()
+        stop.wait(duration if duration > 0 else None)
+    finally:
+        if generator is not None:
+            generator.stop()
+        server.stop()
+        kit.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        print("kitobs demo stopped", flush=True)
+    return 0
+
+
+def _banner(url: str, settings: config.Settings, load: float) -> None:
+    backends = ", ".join(settings.metrics.backend)
+    lines = [
+        f"kitobs demo ({settings.service.name}) listening on {url}  [pid {os.getpid()}]",
+        f"  try:     {url}/sum?a=1&b=2   {url}/concat?a=x&b=y   {url}/slow?ms=120   {url}/flaky",
+    ]
+    if "prometheus" in settings.metrics.backend and not settings.metrics.prometheus.listen:
+        lines.append(f"  metrics: {url}{settings.metrics.prometheus.path}")
+    elif "prometheus" in settings.metrics.backend:
+        lines.append(f"  metrics: http://{settings.metrics.prometheus.listen}/metrics")
+    if "expvar" in settings.metrics.backend and not settings.metrics.expvar.listen:
+        lines.append(f"  expvar:  {url}{settings.metrics.expvar.path}")
+    lines.append(f"  metrics backends: {backends}; traces: {settings.tracing.exporter}")
+    lines.append(f"  logs:    {settings.log.format} on {settings.log.output}")
+    if load > 0:
+        lines.append(f"  load:    {load:g} requests/s through kitobs' instrumented client")
+    lines.append("  stop with Ctrl-C (SIGINT) or SIGTERM")
+    print("\n".join(lines), flush=True)
