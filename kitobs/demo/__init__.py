@@ -46,10 +46,11 @@ def run(
     Raises:
         ConfigError: the configuration is invalid (the command prints it and exits 2).
     """
+    settings = config.load(config_path, env=env, defaults=DEMO_DEFAULTS)
+
     from kitobs.demo.http import DemoServer
     from kitobs.demo.load import LoadGenerator
 
-    settings = config.load(config_path, env=env, defaults=DEMO_DEFAULTS)
     kit = Kit.from_settings(settings)
     try:
         server = DemoServer(kit, host, port)
