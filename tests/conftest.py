@@ -1,0 +1,59 @@
+"""Shared fixtures: where the real servers started by scripts/test listen.
+
+Each fixture reads one ``KITOBSTEST_*`` variable through `tests.support.servers.require_env`, so a
+test that asks for it fails in CI when the server is missing and skips, with a reason, elsewhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import servers
+
+
+@pytest.fixture
+def prometheus_url() -> str:
+    """Prometheus base URL, e.g. ``http://127.0.0.1:19090``."""
+    return servers.require_env("KITOBSTEST_PROMETHEUS_URL")
+
+
+@pytest.fixture
+def pushgateway_addr() -> str:
+    """Pushgateway ``host:port``, e.g. ``127.0.0.1:19191``."""
+    return servers.require_env("KITOBSTEST_PUSHGATEWAY")
+
+
+@pytest.fixture
+def app_port() -> int:
+    """Port Prometheus scrapes ``/metrics`` from on 127.0.0.1 (job ``app``), e.g. 18000."""
+    return int(servers.require_env("KITOBSTEST_APP_PORT"))
+
+
+@pytest.fixture
+def promtool() -> str:
+    """Path of promtool, e.g. ``/usr/bin/promtool``."""
+    return servers.require_env("KITOBSTEST_PROMTOOL")
+
+
+@pytest.fixture
+def statsd_addr() -> str:
+    """statsd daemon UDP ``host:port``, e.g. ``127.0.0.1:18125``."""
+    return servers.require_env("KITOBSTEST_STATSD_ADDR")
+
+
+@pytest.fixture
+def statsd_tcp_addr() -> str:
+    """statsd daemon TCP ``host:port`` (same daemon and flush file as UDP), e.g. 18127."""
+    return servers.require_env("KITOBSTEST_STATSD_TCP_ADDR")
+
+
+@pytest.fixture
+def statsd_admin_addr() -> str:
+    """statsd admin interface ``host:port``, e.g. ``127.0.0.1:18126``."""
+    return servers.require_env("KITOBSTEST_STATSD_ADMIN")
+
+
+@pytest.fixture
+def statsd_flush_file() -> str:
+    """Path of the JSON-lines file the statsd daemon appends one line per flush to."""
+    return servers.require_env("KITOBSTEST_STATSD_FLUSH_FILE")

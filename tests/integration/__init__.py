@@ -1,0 +1,1 @@
+"""integration: tests against the real servers scripts/test starts (marker ``integration``)."""

@@ -1,0 +1,1 @@
+"""support: helpers shared by kitobs' tests, e.g. `tests.support.servers` for the real servers."""
