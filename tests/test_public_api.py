@@ -1,0 +1,66 @@
+"""Every public kitobs module lists its public names in ``__all__``, and only those."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from types import ModuleType
+
+import pytest
+
+import kitobs
+
+
+def _public_modules() -> list[str]:
+    names = ["kitobs"]
+    for info in pkgutil.walk_packages(kitobs.__path__, prefix="kitobs."):
+        parts = info.name.split(".")
+        if any(part.startswith("_") for part in parts[1:]):
+            continue
+        names.append(info.name)
+    return sorted(names)
+
+
+MODULES = _public_modules()
+
+
+def _defined_here(module: ModuleType) -> set[str]:
+    """Public functions and classes defined in *module* itself (not imported into it)."""
+    names = set()
+    for name, value in vars(module).items():
+        if name.startswith("_"):
+            continue
+        if (inspect.isclass(value) or inspect.isfunction(value)) and (
+            value.__module__ == module.__name__
+        ):
+            names.add(name)
+    return names
+
+
+def test_the_package_has_public_modules() -> None:
+    assert "kitobs.config" in MODULES
+    assert "kitobs.endpoint" in MODULES
+    assert all("._" not in name for name in MODULES)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_all_lists_exactly_the_public_names(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = getattr(module, "__all__", None)
+    assert exported is not None, f"{name} has no __all__"
+    assert len(set(exported)) == len(exported), f"{name}.__all__ has duplicates"
+    missing = [n for n in exported if not hasattr(module, n)]
+    assert not missing, f"{name}.__all__ names what the module lacks: {missing}"
+    unlisted = sorted(_defined_here(module) - set(exported))
+    assert not unlisted, f"{name} defines public names not in __all__: {unlisted}"
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_public_names_have_docstrings(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__doc__, f"{name} has no module docstring"
+    for attr in getattr(module, "__all__", ()):
+        value = getattr(module, attr)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), f"{name}.{attr} has no docstring"
