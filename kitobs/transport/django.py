@@ -1,0 +1,123 @@
+"""Django integration: a middleware class, configured through Django settings.
+
+Add it FIRST in ``MIDDLEWARE`` (outermost, so responses of the other middleware are counted)::
+
+    MIDDLEWARE = ["kitobs.transport.django.Middleware", ...]
+    KITOBS = {"kit": "myproject.observability.kit"}   # optional
+
+``KITOBS`` keys (all optional): ``kit``, the dotted path of a `kitobs.kit.Kit` or of a function
+returning one; ``config``, a configuration file for `kitobs.kit.Kit.from_config`. Without either
+the process-wide `kitobs.kit.default` is used. Each request records
+``http_server_request_duration_seconds`` and ``http_server_active_requests`` and a SERVER span whose
+parent comes from the request headers. ``http_route`` is the resolver's route (``/users/<int:pk>/``,
+include prefixes joined by Django; a regex pattern for ``re_path``), or ``unmatched``; a view's
+exception becomes ``error_type`` even though Django answers it with a 500 page. A streamed
+response is timed until its headers are ready. Sync only: under ASGI Django adapts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django import conf as _conf
+from django.utils.module_loading import import_string
+
+from kitobs.errors import ConfigError
+from kitobs.transport.http import EnvironHeaders, ServerInstruments
+
+if TYPE_CHECKING:
+    from kitobs.kit import Kit
+
+__all__ = ["Middleware", "kit_from_settings"]
+
+_EXCEPTION_ATTR = "_kitobs_exception"
+
+
+def kit_from_settings() -> Kit:
+    """kit_from_settings resolves the Kit named by ``settings.KITOBS``, e.g. ``{"kit": "a.kit"}``.
+
+    Raises:
+        ConfigError: ``KITOBS`` is not a dict, has unknown keys, or ``kit`` names no Kit.
+    """
+    from kitobs.kit import Kit, default
+
+    # Read at call time: Django settings are lazy and may be configured after import.
+    options = getattr(_conf.settings, "KITOBS", None) or {}
+    if not isinstance(options, dict):
+        raise ConfigError("settings.KITOBS must be a dict", value=type(options).__name__)
+    unknown = set(options) - {"kit", "config"}
+    if unknown:
+        raise ConfigError(
+            "unknown keys in settings.KITOBS", value=sorted(unknown), allowed=("kit", "config")
+        )
+    if "kit" in options:
+        try:
+            found: Any = import_string(options["kit"])
+        except ImportError as err:
+            raise ConfigError(
+                f"settings.KITOBS['kit'] cannot be imported: {err}", value=options["kit"]
+            ) from err
+        if not isinstance(found, Kit) and callable(found):
+            found = found()
+        if not isinstance(found, Kit):
+            raise ConfigError(
+                "settings.KITOBS['kit'] must name a Kit or a function returning one",
+                value=options["kit"],
+            )
+        return found
+    if "config" in options:
+        return Kit.from_config(options["config"])
+    return default()
+
+
+def _route(request: Any) -> str | None:
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return None
+    route = match.route
+    if not isinstance(route, str) or not route:
+        return None
+    return route if route.startswith("/") else "/" + route
+
+
+class Middleware:
+    """Middleware records HTTP server metrics and spans for every Django view.
+
+    Django builds it once per process with ``get_response``; the Kit comes from
+    `kit_from_settings`. Example: ``MIDDLEWARE = ["kitobs.transport.django.Middleware", ...]``.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    __slots__ = ("_get_response", "_instruments", "_traced")
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        kit = kit_from_settings()
+        self._get_response = get_response
+        self._instruments = ServerInstruments(kit.metrics, kit.tracer)
+        self._traced = kit.tracer is not None
+
+    def __call__(self, request: Any) -> Any:
+        instruments = self._instruments
+        meta = request.META
+        call = instruments.start(
+            request.method or "",
+            meta.get("wsgi.url_scheme", "http"),
+            EnvironHeaders(meta) if self._traced else None,
+            request.path,
+        )
+        try:
+            response = self._get_response(request)
+        except BaseException as exc:
+            instruments.finish(call, _route(request), 500, exc)
+            raise
+        instruments.finish(
+            call, _route(request), response.status_code, getattr(request, _EXCEPTION_ATTR, None)
+        )
+        return response
+
+    def process_exception(self, request: Any, exception: Exception) -> None:
+        """process_exception remembers a view's exception for ``error_type``; Django goes on."""
+        setattr(request, _EXCEPTION_ATTR, exception)

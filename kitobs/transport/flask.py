@@ -1,0 +1,54 @@
+"""Flask integration: every view instrumented, with Flask's route templates as ``http_route``.
+
+`instrument` wraps ``app.wsgi_app`` in `kitobs.transport.wsgi.Middleware` (outermost, so Flask's
+own error pages are counted) and registers two hooks: the first ``before_request`` records the
+matched rule (``/users/<int:id>``; no rule is ``unmatched``), and a ``teardown_request`` records an
+unhandled exception, so a 500 page is labelled with the exception's ``error_type``::
+
+    app = flask.Flask(__name__)
+    kitobs.transport.flask.instrument(app, kit)
+
+Views need no change. Without a *kit* the process-wide `kitobs.kit.default` is used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import flask
+
+from kitobs.transport import wsgi
+
+if TYPE_CHECKING:
+    from kitobs.kit import Kit
+
+__all__ = ["instrument"]
+
+
+def _remember_route() -> None:
+    # Runs before any other before_request hook, so a hook answering early is still labelled.
+    rule = flask.request.url_rule
+    if rule is not None:
+        flask.request.environ[wsgi.ROUTE_KEY] = rule.rule
+
+
+def _remember_exception(exc: BaseException | None) -> None:
+    if exc is not None:
+        flask.request.environ[wsgi.EXCEPTION_KEY] = exc
+
+
+def instrument(app: flask.Flask, kit: Kit | None = None) -> flask.Flask:
+    """instrument records HTTP server metrics and spans for every view, e.g. ``instrument(app)``.
+
+    Returns *app*, whose ``wsgi_app`` is now wrapped. Call it once per app.
+    """
+    if kit is None:
+        from kitobs.kit import default
+
+        kit = default()
+    app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)
+    app.teardown_request(_remember_exception)
+    app.wsgi_app = wsgi.Middleware(  # type: ignore[method-assign]
+        app.wsgi_app, kit.metrics, tracer=kit.tracer
+    )
+    return app

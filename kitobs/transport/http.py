@@ -1,0 +1,436 @@
+"""HTTP helpers shared by the server and client transports: labels, header carriers, instruments.
+
+The contract (`kitobs.contract`) fixes what an HTTP label may hold, and this module is the one place
+that enforces it, so that nothing a client sends can create a new series:
+
+- `method` keeps the ten known methods and turns anything else into ``_OTHER``;
+- `route` gives the route template, or ``unmatched`` when no route matched;
+- `status` gives the status code as a string (``"200"``);
+- `error_type` gives the exception's qualified class name, or the status code of a 5xx without
+  an exception, or ``""`` (absent) on success;
+- `scheme` keeps ``http`` and ``https``.
+
+`ServerInstruments` and `ClientInstruments` hold the bound metrics and the tracer of one transport
+and do the per-request work (`start` / `finish`), so the WSGI, ASGI, Django and client modules stay
+thin. Example::
+
+    >>> method("GET"), method("BREW"), route(None), status(404)
+    ('GET', '_OTHER', 'unmatched', '404')
+    >>> error_type(ValueError("x"), 500), error_type(None, 503), error_type(None, 200)
+    ('ValueError', '503', '')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kitobs import contract
+
+if TYPE_CHECKING:
+    from opentelemetry.context.context import Context
+
+    from kitobs.metrics import Gauge, Histogram, Provider
+
+__all__ = [
+    # Labels
+    "method",
+    "route",
+    "status",
+    "scheme",
+    "error_type",
+    # Header carriers
+    "EnvironHeaders",
+    "ScopeHeaders",
+    # Instruments
+    "Tracer",
+    "ServerInstruments",
+    "ServerCall",
+    "ClientInstruments",
+    "ClientCall",
+]
+
+_KNOWN = contract.KNOWN_METHODS
+_OTHER = contract.OTHER_METHOD
+_UNMATCHED = contract.UNMATCHED_ROUTE
+# Status labels are made once: str(int) on every request is avoidable work.
+_STATUS = {code: str(code) for code in range(100, 600)}
+# Past this many label sets a transport stops caching bound children (the provider's own
+# cardinality guard still applies); it only bounds this module's memory.
+_CACHE_MAX = 2048
+
+
+def method(raw: str) -> str:
+    """method normalises an HTTP method for labels, e.g. ``"GET"``; unknown ones give ``_OTHER``.
+
+    Methods are case-sensitive (RFC 9110), so ``"get"`` is ``_OTHER`` too.
+    """
+    return raw if raw in _KNOWN else _OTHER
+
+
+def route(template: str | None) -> str:
+    """route gives the ``http_route`` label, e.g. ``"/users/{id}"``; None gives ``unmatched``."""
+    return template or _UNMATCHED
+
+
+def status(code: int) -> str:
+    """status gives the status code label, e.g. ``"200"``; codes outside 100-599 give ``_OTHER``."""
+    return _STATUS.get(code, _OTHER)
+
+
+def scheme(raw: str) -> str:
+    """scheme gives the ``url_scheme`` label, e.g. ``"https"``; anything else gives ``_OTHER``."""
+    return raw if raw in ("http", "https") else _OTHER
+
+
+def error_type(exc: BaseException | None, code: int = 0) -> str:
+    """error_type gives the ``error_type`` label, e.g. ``"ValueError"`` or ``"503"``.
+
+    The exception's qualified class name (module-qualified outside builtins, e.g.
+    ``"httpx.ReadTimeout"``) when there is one; else the status code of a 5xx; else ``""``, which
+    backends treat as absent.
+    """
+    if exc is not None:
+        cls = type(exc)
+        module = cls.__module__
+        return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    if code >= 500:
+        return _STATUS.get(code, _OTHER)
+    return ""
+
+
+class EnvironHeaders(Mapping[str, str]):
+    """EnvironHeaders shows a WSGI environ as lowercase headers, e.g. ``h["traceparent"]``.
+
+    It is the carrier trace propagators read on WSGI and Django servers; nothing is copied.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    def __getitem__(self, name: str) -> str:
+        value = self._environ["HTTP_" + name.upper().replace("-", "_")]
+        if not isinstance(value, str):
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """get returns header *name* or *default*, e.g. ``get("traceparent")``."""
+        return self._environ.get("HTTP_" + name.upper().replace("-", "_"), default)
+
+    def __iter__(self) -> Iterator[str]:
+        for key in self._environ:
+            if key.startswith("HTTP_"):
+                yield key[5:].lower().replace("_", "-")
+
+    def __len__(self) -> int:
+        return sum(1 for key in self._environ if key.startswith("HTTP_"))
+
+
+class ScopeHeaders(Mapping[str, str]):
+    """ScopeHeaders shows an ASGI scope's headers as a lowercase mapping, e.g. ``h["b3"]``.
+
+    ASGI already lowercases names; repeated headers keep their first value.
+    """
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, scope: Mapping[str, Any]) -> None:
+        headers: dict[str, str] = {}
+        for name, value in scope.get("headers", ()):
+            key = name.decode("latin-1")
+            if key not in headers:
+                headers[key] = value.decode("latin-1")
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
+class Tracer(Protocol):
+    """Tracer is what the transports need of `kitobs.tracing.Tracer`, e.g. ``kit.tracer``.
+
+    ``start_span`` starts a span whose parent is in *context* (default: the current one);
+    ``inject`` writes a context into headers; ``extract`` reads headers into a context.
+    """
+
+    def start_span(
+        self, name: str, *, kind: Any = ..., attributes: Any = None, context: Context | None = None
+    ) -> Any: ...
+
+    def inject(self, headers: MutableMapping[str, str], context: Context | None = None) -> None: ...
+
+    def extract(self, headers: Mapping[str, str], context: Context | None = None) -> Context: ...
+
+
+class ServerCall:
+    """ServerCall is one request in flight on a server, from `ServerInstruments.start`."""
+
+    __slots__ = ("active", "begin", "method", "scheme", "span", "token")
+
+    def __init__(self, method: str, scheme: str, active: Gauge, begin: float) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.active = active
+        self.begin = begin
+        self.span: Any = None
+        self.token: Any = None
+
+
+class ServerInstruments:
+    """ServerInstruments records the HTTP server metrics and span of each request.
+
+    ``http_server_request_duration_seconds`` and ``http_server_active_requests`` are declared on
+    *metrics* at construction, bound children are cached per label set, and with a *tracer* each
+    request gets a SERVER span whose parent is extracted from the request headers. Recording never
+    raises. Example::
+
+        inst = ServerInstruments(kit.metrics, kit.tracer)
+        call = inst.start("GET", "http", EnvironHeaders(environ), "/users/7")
+        ...
+        inst.finish(call, "/users/{id}", 200, None)
+    """
+
+    __slots__ = (
+        "_active",
+        "_active_children",
+        "_attach",
+        "_detach",
+        "_duration",
+        "_duration_children",
+        "_error_status",
+        "_kind",
+        "_tracer",
+        "_with_span",
+    )
+
+    def __init__(self, metrics: Provider, tracer: Tracer | None = None) -> None:
+        self._duration: Histogram = metrics.declare(contract.HTTP_SERVER_REQUEST_DURATION)
+        self._active: Gauge = metrics.declare(contract.HTTP_SERVER_ACTIVE_REQUESTS)
+        self._duration_children: dict[tuple[str, str, str, str, str], Histogram] = {}
+        self._active_children: dict[tuple[str, str], Gauge] = {}
+        self._tracer = tracer
+        if tracer is not None:
+            # Imported only when tracing is on, so metrics-only users need no OpenTelemetry.
+            from opentelemetry.trace import SpanKind, StatusCode
+
+            from kitobs.tracing._context import attach, detach, with_span
+
+            self._kind = SpanKind.SERVER
+            self._error_status = StatusCode.ERROR
+            self._attach = attach
+            self._detach = detach
+            self._with_span = with_span
+
+    def start(
+        self, raw_method: str, raw_scheme: str, headers: Mapping[str, str] | None, path: str = ""
+    ) -> ServerCall:
+        """start counts a request in flight and starts its span, e.g. ``start("GET", "http", h)``.
+
+        With a tracer, the span is made current until `finish` (call both in one context).
+        """
+        meth = raw_method if raw_method in _KNOWN else _OTHER
+        sch = raw_scheme if raw_scheme in ("http", "https") else _OTHER
+        key = (meth, sch)
+        active = self._active_children.get(key)
+        if active is None:
+            active = self._active.labels(meth, sch)
+            self._active_children[key] = active
+        active.add(1.0)
+        call = ServerCall(meth, sch, active, time.perf_counter())
+        tracer = self._tracer
+        if tracer is not None:
+            try:
+                self._start_span(call, tracer, headers, path)
+            except Exception:  # tracing trouble must not fail the request
+                call.span = None
+        return call
+
+    def _start_span(
+        self, call: ServerCall, tracer: Tracer, headers: Mapping[str, str] | None, path: str
+    ) -> None:
+        parent = tracer.extract(headers) if headers is not None else None
+        attributes = {"http.request.method": call.method, "url.scheme": call.scheme}
+        if path:
+            attributes["url.path"] = path
+        span = tracer.start_span(
+            "HTTP" if call.method == _OTHER else call.method,
+            kind=self._kind,
+            attributes=attributes,
+            context=parent,
+        )
+        call.span = span
+        call.token = self._attach(self._with_span(span, parent))
+
+    def release(self, call: ServerCall) -> None:
+        """release stops *call*'s span being current, e.g. once a WSGI app has returned.
+
+        The span itself stays open until `finish`; without a tracer this does nothing.
+        """
+        token = call.token
+        if token is not None:
+            call.token = None
+            with contextlib.suppress(ValueError, RuntimeError):  # released in another context
+                self._detach(token)
+
+    def finish(
+        self, call: ServerCall, template: str | None, code: int, exc: BaseException | None
+    ) -> None:
+        """finish records the request: duration, in-flight count, span; it never raises.
+
+        *template* is the matched route template or None, *code* the status sent (500 if none
+        was sent because of *exc*).
+        """
+        try:
+            elapsed = time.perf_counter() - call.begin
+            call.active.add(-1.0)
+            rt = template or _UNMATCHED
+            st = _STATUS.get(code, _OTHER)
+            err = error_type(exc, code) if exc is not None or code >= 500 else ""
+            key = (call.method, rt, st, call.scheme, err)
+            child = self._duration_children.get(key)
+            if child is None:
+                child = self._duration.labels(*key)
+                if len(self._duration_children) < _CACHE_MAX:
+                    self._duration_children[key] = child
+            if call.span is not None:
+                self._end_span(call, rt, code, err, exc)
+            child.observe(elapsed)
+        except Exception:  # the recording path never raises into the application
+            pass
+
+    def _end_span(
+        self, call: ServerCall, rt: str, code: int, err: str, exc: BaseException | None
+    ) -> None:
+        span = call.span
+        call.span = None
+        self.release(call)
+        if rt != _UNMATCHED:
+            span.set_attribute("http.route", rt)
+            span.update_name(f"{'HTTP' if call.method == _OTHER else call.method} {rt}")
+        if code:
+            span.set_attribute("http.response.status_code", code)
+        if err:
+            span.set_attribute("error.type", err)
+            if exc is not None:
+                span.record_exception(exc)
+            span.set_status(self._error_status, err)
+        span.end()
+
+
+class ClientCall:
+    """ClientCall is one outgoing request in flight, from `ClientInstruments.start`."""
+
+    __slots__ = ("address", "begin", "method", "port", "span")
+
+    def __init__(self, method: str, address: str, port: str, begin: float) -> None:
+        self.method = method
+        self.address = address
+        self.port = port
+        self.begin = begin
+        self.span: Any = None
+
+
+class ClientInstruments:
+    """ClientInstruments records ``http_client_request_duration_seconds`` and a CLIENT span.
+
+    `start` starts the span and injects its context into the outgoing headers; `finish` records
+    the duration labelled by method, server address and port, status and error type. Recording
+    never raises. Example::
+
+        inst = ClientInstruments(kit.metrics, kit.tracer)
+        call = inst.start("GET", "127.0.0.1", 8080, headers, "http://127.0.0.1:8080/x")
+        ...
+        inst.finish(call, 200, None)
+    """
+
+    __slots__ = (
+        "_children",
+        "_duration",
+        "_error_status",
+        "_kind",
+        "_tracer",
+        "_with_span",
+    )
+
+    def __init__(self, metrics: Provider, tracer: Tracer | None = None) -> None:
+        self._duration: Histogram = metrics.declare(contract.HTTP_CLIENT_REQUEST_DURATION)
+        self._children: dict[tuple[str, str, str, str, str], Histogram] = {}
+        self._tracer = tracer
+        if tracer is not None:
+            from opentelemetry.trace import SpanKind, StatusCode
+
+            from kitobs.tracing._context import with_span
+
+            self._kind = SpanKind.CLIENT
+            self._error_status = StatusCode.ERROR
+            self._with_span = with_span
+
+    def start(
+        self,
+        raw_method: str,
+        address: str,
+        port: int,
+        headers: MutableMapping[str, str] | None,
+        url: str = "",
+    ) -> ClientCall:
+        """start starts the CLIENT span and writes its context into *headers*."""
+        meth = raw_method if raw_method in _KNOWN else _OTHER
+        call = ClientCall(meth, address, str(port), time.perf_counter())
+        tracer = self._tracer
+        if tracer is not None:
+            try:
+                attributes: dict[str, Any] = {
+                    "http.request.method": meth,
+                    "server.address": address,
+                    "server.port": port,
+                }
+                if url:
+                    attributes["url.full"] = url
+                span = tracer.start_span(
+                    "HTTP" if meth == _OTHER else meth, kind=self._kind, attributes=attributes
+                )
+                call.span = span
+                if headers is not None:
+                    # The injected parent must be the client span, not the current one.
+                    tracer.inject(headers, self._with_span(span))
+            except Exception:  # tracing trouble must not fail the request
+                pass
+        return call
+
+    def finish(self, call: ClientCall, code: int, exc: BaseException | None) -> None:
+        """finish records the call: *code* is the status received, 0 if none (with *exc*)."""
+        try:
+            elapsed = time.perf_counter() - call.begin
+            st = _STATUS.get(code, _OTHER) if code else ""
+            err = error_type(exc, code) if exc is not None or code >= 500 else ""
+            key = (call.method, call.address, call.port, st, err)
+            child = self._children.get(key)
+            if child is None:
+                child = self._duration.labels(*key)
+                if len(self._children) < _CACHE_MAX:
+                    self._children[key] = child
+            span = call.span
+            if span is not None:
+                call.span = None
+                if code:
+                    span.set_attribute("http.response.status_code", code)
+                if err:
+                    span.set_attribute("error.type", err)
+                    if exc is not None:
+                        span.record_exception(exc)
+                    span.set_status(self._error_status, err)
+                span.end()
+            child.observe(elapsed)
+        except Exception:  # the recording path never raises into the caller
+            pass

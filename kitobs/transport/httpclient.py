@@ -1,0 +1,243 @@
+"""Instrumented HTTP clients: httpx (sync and async), requests, and urllib.request.
+
+Each records ``http_client_request_duration_seconds`` (method, ``server_address``,
+``server_port``, status, ``error_type``) and, with a tracer, a CLIENT span whose context is
+injected into the outgoing headers, so the server's span becomes its child::
+
+    transport = HTTPXTransport(httpx.HTTPTransport(), kit.metrics, tracer=kit.tracer)
+    client = httpx.Client(transport=transport)
+    atransport = AsyncHTTPXTransport(httpx.AsyncHTTPTransport(), kit.metrics, tracer=kit.tracer)
+    aclient = httpx.AsyncClient(transport=atransport)
+    session = requests.Session(); session.mount("http://", RequestsAdapter(kit.metrics))
+    opener = urllib.request.build_opener(*urllib_handlers(kit.metrics, tracer=kit.tracer))
+
+The duration ends when the response headers have arrived (the body may still be streaming).
+A timeout or connection error is recorded with the exception's qualified name as ``error_type``
+(``httpx.ReadTimeout``) and no status; the exception then propagates unchanged. httpx and
+requests come with the ``kitobs[http]`` extra; httpx is only needed to use its transports.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import requests.adapters
+
+from kitobs.transport.http import ClientInstruments, Tracer
+
+if TYPE_CHECKING:
+    import httpx
+    import requests
+
+    from kitobs.metrics import Provider
+
+__all__ = [
+    "HTTPXTransport",
+    "AsyncHTTPXTransport",
+    "RequestsAdapter",
+    "urllib_handlers",
+    "URLLibHandler",
+    "URLLibHTTPSHandler",
+]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _HeaderProxy:
+    # Lets a propagator write into httpx's or requests' header objects through []=.
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Any) -> None:
+        self._headers = headers
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self._headers[name] = value
+
+    def __getitem__(self, name: str) -> str:
+        value: str = self._headers[name]
+        return value
+
+
+class HTTPXTransport:
+    """HTTPXTransport instruments an httpx transport, e.g. ``HTTPXTransport(HTTPTransport(), p)``.
+
+    Pass it as ``httpx.Client(transport=...)``. It matches ``httpx.BaseTransport``.
+    """
+
+    __slots__ = ("_instruments", "_transport")
+
+    def __init__(
+        self, transport: httpx.BaseTransport, metrics: Provider, *, tracer: Tracer | None = None
+    ) -> None:
+        self._transport = transport
+        self._instruments = ClientInstruments(metrics, tracer)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """handle_request sends *request* through the wrapped transport and records it."""
+        url = request.url
+        call = self._instruments.start(
+            request.method,
+            url.host,
+            url.port or _DEFAULT_PORTS.get(url.scheme, 0),
+            _HeaderProxy(request.headers),  # type: ignore[arg-type]
+            str(url),
+        )
+        try:
+            response = self._transport.handle_request(request)
+        except BaseException as exc:
+            self._instruments.finish(call, 0, exc)
+            raise
+        self._instruments.finish(call, response.status_code, None)
+        return response
+
+    def close(self) -> None:
+        """close closes the wrapped transport."""
+        self._transport.close()
+
+    def __enter__(self) -> HTTPXTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncHTTPXTransport:
+    """AsyncHTTPXTransport instruments an async httpx transport, for ``httpx.AsyncClient``.
+
+    Example: ``AsyncClient(transport=AsyncHTTPXTransport(AsyncHTTPTransport(), p))``. A request
+    cancelled while in flight is recorded with ``error_type`` ``asyncio.exceptions.CancelledError``.
+    """
+
+    __slots__ = ("_instruments", "_transport")
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        metrics: Provider,
+        *,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._transport = transport
+        self._instruments = ClientInstruments(metrics, tracer)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """handle_async_request sends *request* through the wrapped transport and records it."""
+        url = request.url
+        call = self._instruments.start(
+            request.method,
+            url.host,
+            url.port or _DEFAULT_PORTS.get(url.scheme, 0),
+            _HeaderProxy(request.headers),  # type: ignore[arg-type]
+            str(url),
+        )
+        try:
+            response = await self._transport.handle_async_request(request)
+        except BaseException as exc:
+            self._instruments.finish(call, 0, exc)
+            raise
+        self._instruments.finish(call, response.status_code, None)
+        return response
+
+    async def aclose(self) -> None:
+        """aclose closes the wrapped transport."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncHTTPXTransport:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class RequestsAdapter(requests.adapters.HTTPAdapter):
+    """RequestsAdapter is a requests ``HTTPAdapter`` that records each request, e.g.
+    ``session.mount("http://", RequestsAdapter(kit.metrics, tracer=kit.tracer))``.
+
+    Extra keyword arguments go to ``HTTPAdapter`` (``max_retries``, ``pool_maxsize``...); each
+    retry is one recorded request.
+    """
+
+    def __init__(self, metrics: Provider, *, tracer: Tracer | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._kitobs = ClientInstruments(metrics, tracer)
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        """send sends *request* like ``HTTPAdapter.send`` and records it."""
+        parsed = urllib.parse.urlsplit(request.url or "")
+        call = self._kitobs.start(
+            request.method or "",
+            parsed.hostname or "",
+            parsed.port or _DEFAULT_PORTS.get(parsed.scheme, 0),
+            request.headers,
+            request.url or "",
+        )
+        try:
+            response = super().send(request, *args, **kwargs)
+        except BaseException as exc:
+            self._kitobs.finish(call, 0, exc)
+            raise
+        self._kitobs.finish(call, response.status_code, None)
+        return response
+
+
+def _open(handler: Any, opener: Any, req: urllib.request.Request, default_port: int) -> Any:
+    instruments: ClientInstruments = handler._kitobs
+    headers: dict[str, str] = {}
+    call = instruments.start(
+        req.get_method(),
+        req.host.rsplit(":", 1)[0] if ":" in req.host else req.host,
+        int(req.host.rsplit(":", 1)[1]) if ":" in req.host else default_port,
+        headers,
+        req.full_url,
+    )
+    for name, value in headers.items():
+        req.add_unredirected_header(name.capitalize(), value)
+    try:
+        response = opener(req)
+    except BaseException as exc:
+        instruments.finish(call, 0, exc)
+        raise
+    instruments.finish(call, getattr(response, "status", 0) or 0, None)
+    return response
+
+
+class URLLibHandler(urllib.request.HTTPHandler):
+    """URLLibHandler is urllib's ``HTTPHandler``, recording every ``http://`` request.
+
+    Example: ``build_opener(URLLibHandler(kit.metrics, tracer=kit.tracer))``. An HTTP error
+    status is recorded with its code before urllib raises ``HTTPError`` for it.
+    """
+
+    def __init__(self, metrics: Provider, *, tracer: Tracer | None = None) -> None:
+        super().__init__()
+        self._kitobs = ClientInstruments(metrics, tracer)
+
+    def http_open(self, req: urllib.request.Request) -> Any:
+        """http_open opens *req* like ``HTTPHandler.http_open`` and records it."""
+        return _open(self, super().http_open, req, 80)
+
+
+class URLLibHTTPSHandler(urllib.request.HTTPSHandler):
+    """URLLibHTTPSHandler is urllib's ``HTTPSHandler``, recording every ``https://`` request.
+
+    Example: ``build_opener(URLLibHTTPSHandler(kit.metrics, context=ssl_context))``.
+    """
+
+    def __init__(self, metrics: Provider, *, tracer: Tracer | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._kitobs = ClientInstruments(metrics, tracer)
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        """https_open opens *req* like ``HTTPSHandler.https_open`` and records it."""
+        return _open(self, super().https_open, req, 443)
+
+
+def urllib_handlers(
+    metrics: Provider, *, tracer: Tracer | None = None
+) -> tuple[URLLibHandler, URLLibHTTPSHandler]:
+    """urllib_handlers gives handlers for ``urllib.request.build_opener``, e.g.
+    ``build_opener(*urllib_handlers(kit.metrics))``; they replace the default HTTP(S) handlers.
+    """
+    return URLLibHandler(metrics, tracer=tracer), URLLibHTTPSHandler(metrics, tracer=tracer)

@@ -1,0 +1,64 @@
+"""Parts the transport test servers share: a Kit on a Prometheus provider and a Zipkin tracer.
+
+The servers run in subprocesses (gunicorn, uvicorn) started by the tests; they read
+``KITOBS_TESTAPP_ZIPKIN`` (the capture receiver's URL), ``KITOBS_TESTAPP_SERVICE`` and
+``KITOBS_TESTAPP_DOWNSTREAM`` (a base URL the ``/chain`` routes call) from the environment.
+``/metrics`` is served beside the instrumented app, so scrapes are not counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kitobs.config import load
+from kitobs.kit import Kit
+from kitobs.log import nop
+from kitobs.metrics import prometheus
+from kitobs.tracing._batch import BatchProcessor
+from kitobs.tracing._tracer import Tracer
+from kitobs.tracing.zipkin import Exporter
+
+
+def make_kit() -> Kit:
+    """make_kit builds the server's Kit from the environment the test set."""
+    service = os.environ.get("KITOBS_TESTAPP_SERVICE", "app")
+    processor = BatchProcessor(
+        Exporter(os.environ["KITOBS_TESTAPP_ZIPKIN"], service_name=service), flush_interval=0.05
+    )
+    return Kit(
+        load(path=None, env={}, search=False),
+        logger=nop(),
+        metrics=prometheus.Provider(),
+        tracer=Tracer(processor=processor),
+    )
+
+
+KIT = make_kit()
+DOWNSTREAM = os.environ.get("KITOBS_TESTAPP_DOWNSTREAM", "")
+
+
+def with_metrics_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """with_metrics_wsgi serves ``/metrics`` beside *app*."""
+    metrics_app = KIT.metrics.wsgi_routes()["/metrics"]  # type: ignore[attr-defined]
+
+    def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        return app(environ, start_response)
+
+    return dispatch
+
+
+def with_metrics_asgi(app: Callable[..., Any]) -> Callable[..., Any]:
+    """with_metrics_asgi serves ``/metrics`` beside *app*."""
+    metrics_app = KIT.metrics.asgi_routes()["/metrics"]  # type: ignore[attr-defined]
+
+    async def dispatch(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/metrics":
+            await metrics_app(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return dispatch

@@ -1,0 +1,71 @@
+"""A plain WSGI app: go-kit style Servers behind kitobs.transport.wsgi.Middleware (gunicorn)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kitobs.transport import wsgi
+from tests.transport import srv_common
+
+
+def _sum(request: dict[str, int]) -> dict[str, int]:
+    return {"v": request["a"] + request["b"]}
+
+
+class _Overflow(Exception):
+    status_code = 422
+
+
+class _Result:
+    def __init__(self, err: BaseException | None) -> None:
+        self.err = err
+
+    def failed(self) -> BaseException | None:
+        return self.err
+
+
+def _checked_sum(request: dict[str, int]) -> Any:
+    if request["a"] > 1000:
+        return _Result(_Overflow("too big"))
+    return {"v": request["a"] + request["b"]}
+
+
+finalized: list[tuple[int, int]] = []
+
+
+def _finalizer(environ: dict[str, Any], code: int, size: int) -> None:
+    environ["test.finalized"] = (code, size)
+    finalized.append((code, size))
+
+
+_sum_server = wsgi.Server(
+    _sum, wsgi.decode_json, wsgi.encode_json, route="/sum", finalizers=[_finalizer]
+)
+_checked_server = wsgi.Server(_checked_sum, wsgi.decode_json, wsgi.encode_json, route="/checked")
+_ITEM = re.compile(r"^/items/([^/]+)$")
+
+
+def _router(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO", "")
+    if path == "/sum":
+        return _sum_server(environ, start_response)
+    if path == "/checked":
+        return _checked_server(environ, start_response)
+    if _ITEM.match(path):
+        environ[wsgi.ROUTE_KEY] = "/items/{id}"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"item ", path.encode()]
+    if path == "/boom":
+        raise RuntimeError("plain wsgi failure")
+    if path == "/finalized":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [repr(finalized[-1] if finalized else None).encode()]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"no such route"]
+
+
+app = srv_common.with_metrics_wsgi(
+    wsgi.Middleware(_router, srv_common.KIT.metrics, tracer=srv_common.KIT.tracer)
+)

@@ -1,0 +1,77 @@
+"""Plain WSGI under gunicorn: go-kit Servers (decode/encode/finalizer) behind wsgi.Middleware."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import httpx
+import pytest
+
+from kitobs.errors import ConfigError
+from kitobs.transport import wsgi
+from tests.support.zipkin import Receiver
+from tests.transport.conftest import Served, spans_named
+
+DURATION = "http_server_request_duration_seconds_count"
+
+
+def test_server_decodes_calls_encodes_and_finalizes(wsgi_server: Served) -> None:
+    response = httpx.post(f"{wsgi_server.base}/sum", json={"a": 2, "b": 5})
+    assert response.json() == {"v": 7}
+    # The finalizer saw the status and the body size the client received.
+    finalized = httpx.get(f"{wsgi_server.base}/finalized").text
+    assert finalized == repr((200, len(response.content)))
+    wsgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/sum",
+        http_response_status_code="200", url_scheme="http",
+    )  # fmt: skip
+
+
+def test_business_error_goes_through_the_error_encoder(wsgi_server: Served) -> None:
+    response = httpx.post(f"{wsgi_server.base}/checked", json={"a": 5000, "b": 1})
+    assert response.status_code == 422
+    assert response.json() == {"error": "too big"}
+    wsgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/checked",
+        http_response_status_code="422", url_scheme="http",
+    )  # fmt: skip
+
+
+def test_route_getter_key_and_unmatched(wsgi_server: Served, zipkin: Receiver) -> None:
+    for item in ("a", "b", "c", "d"):
+        with urllib.request.urlopen(f"{wsgi_server.base}/items/{item}", timeout=5) as r:
+            assert r.read() == f"item /items/{item}".encode()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"{wsgi_server.base}/elsewhere", timeout=5)
+    missing.value.close()
+    wsgi_server.wait_metric(
+        DURATION, 4, http_request_method="GET", http_route="/items/{id}",
+        http_response_status_code="200", url_scheme="http",
+    )  # fmt: skip
+    wsgi_server.wait_metric(
+        DURATION, 1, http_request_method="GET", http_route="unmatched",
+        http_response_status_code="404", url_scheme="http",
+    )  # fmt: skip
+    spans = zipkin.wait_for(5)
+    assert len(spans_named(spans, "GET /items/{id}")) == 4
+    [unmatched] = spans_named(spans, "GET")  # no route: the span keeps the bare method name
+    assert "http.route" not in unmatched["tags"]
+    assert unmatched["tags"]["url.path"] == "/elsewhere"
+
+
+def test_app_exception_recorded_and_propagated(wsgi_server: Served) -> None:
+    assert httpx.get(f"{wsgi_server.base}/boom").status_code == 500  # gunicorn's error page
+    wsgi_server.wait_metric(
+        DURATION, 1, http_request_method="GET", http_route="unmatched",
+        http_response_status_code="500", url_scheme="http", error_type="RuntimeError",
+    )  # fmt: skip
+    assert "plain wsgi failure" in wsgi_server.log()  # gunicorn saw the same exception
+
+
+def test_server_refuses_async_endpoint() -> None:
+    async def endpoint(request: object) -> object:
+        return request
+
+    with pytest.raises(ConfigError, match="sync endpoint"):
+        wsgi.Server(endpoint, wsgi.decode_json, wsgi.encode_json)
