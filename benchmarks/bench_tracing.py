@@ -1,0 +1,149 @@
+"""bench_tracing: kitobs spans against the OpenTelemetry SDK, in one process.
+
+Cases, each per span, interleaved over several repeats, medians reported with ratios:
+
+- sampled: a span started, made current, ended and enqueued for export. kitobs: ``with
+  tracer.span(...)`` with the batching processor and a no-op exporter. SDK:
+  ``start_as_current_span`` with ``BatchSpanProcessor`` and a no-op exporter.
+- unsampled: the same with ``always_off`` in both.
+- zipkin encoding: kitobs' `kitobs.tracing.zipkin.encode` against the OpenTelemetry Zipkin JSON
+  v2 encoder, over the same 100 finished spans (4 attributes, one event) each.
+
+Goals (issue 4): sampled <= 1/8 of the SDK, unsampled <= 1/12, encoding <= 1/3.
+
+Run: ``python benchmarks/bench_tracing.py [--repeats 7] [--number 20000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
+from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind
+
+from kitobs.tracing import Span, Tracer, sampler, zipkin
+from kitobs.tracing._batch import BatchProcessor
+from kitobs.tracing.otlp import adapt
+
+
+class NopSdkExporter(SpanExporter):
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class NopExporter:
+    def export(self, spans: Sequence[Span], timeout: float) -> None:
+        pass
+
+
+def per_call(fn: Callable[[], None], number: int) -> float:
+    begin = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - begin) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--number", type=int, default=20000)
+    args = parser.parse_args()
+
+    processors: list[Any] = []
+
+    def kitobs_tracer(off: bool) -> Tracer:
+        processor = BatchProcessor(NopExporter(), flush_interval=0.2)
+        processors.append(processor)
+        return Tracer(sampler=sampler.AlwaysOff() if off else None, processor=processor)
+
+    def sdk_tracer(off: bool) -> Any:
+        provider = TracerProvider(sampler=ALWAYS_OFF) if off else TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(NopSdkExporter()))
+        processors.append(provider)
+        return provider.get_tracer("bench")
+
+    k_on, k_off = kitobs_tracer(False), kitobs_tracer(True)
+    s_on, s_off = sdk_tracer(False), sdk_tracer(True)
+
+    def kitobs_case(tracer: Tracer) -> Callable[[], None]:
+        span = tracer.span
+
+        def run() -> None:
+            with span("GET /items/{id}"):
+                pass
+
+        return run
+
+    def sdk_case(tracer: Any) -> Callable[[], None]:
+        start = tracer.start_as_current_span
+
+        def run() -> None:
+            with start("GET /items/{id}"):
+                pass
+
+        return run
+
+    # Encoding: the same 100 finished spans, in each library's own shape.
+    attrs = {
+        "http.request.method": "GET",
+        "http.route": "/items/{id}",
+        "http.response.status_code": 200,
+        "server.port": 8080,
+    }
+    tracer = Tracer()
+    spans = []
+    for _ in range(100):
+        s = tracer.start_span("GET /items/{id}", kind=SpanKind.SERVER, attributes=attrs)
+        s.add_event("cache miss")
+        s.end()
+        spans.append(s)
+    resource = Resource.create({"service.name": "shop"})
+    sdk_spans = [adapt(s, resource) for s in spans]
+    encoder = JsonV2Encoder()
+    endpoint = NodeEndpoint()
+    endpoint.service_name = "shop"
+
+    def kitobs_encode() -> None:
+        zipkin.encode(spans, "shop")
+
+    def sdk_encode() -> None:
+        encoder.serialize(sdk_spans, endpoint)
+
+    cases: dict[str, tuple[Callable[[], None], int]] = {
+        "sampled kitobs": (kitobs_case(k_on), args.number),
+        "sampled sdk": (sdk_case(s_on), args.number),
+        "unsampled kitobs": (kitobs_case(k_off), args.number),
+        "unsampled sdk": (sdk_case(s_off), args.number),
+        "zipkin encode kitobs": (kitobs_encode, max(1, args.number // 100)),
+        "zipkin encode sdk": (sdk_encode, max(1, args.number // 100)),
+    }
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(args.repeats):  # interleaved: every case once per round
+        for name, (fn, number) in cases.items():
+            value = per_call(fn, number)
+            if name.startswith("zipkin"):
+                value /= len(spans)
+            results[name].append(value)
+    med = {name: statistics.median(values) for name, values in results.items()}
+    for name, value in med.items():
+        spread = f"{min(results[name]):.3f}-{max(results[name]):.3f}"
+        print(f"{name:24s} {value:8.3f} us/span  (range {spread})")
+    for what, goal in (("sampled", 8), ("unsampled", 12), ("zipkin encode", 3)):
+        ratio = med[f"{what} sdk"] / med[f"{what} kitobs"]
+        verdict = "meets" if ratio >= goal else "MISSES"
+        print(f"{what:14s} kitobs is 1/{ratio:.1f} of the SDK (goal 1/{goal}: {verdict})")
+    for p in processors:
+        p.shutdown()
+
+
+if __name__ == "__main__":
+    main()

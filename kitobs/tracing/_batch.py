@@ -1,0 +1,308 @@
+"""The batching processor: a bounded queue in front of an exporter, drained by one thread.
+
+``on_end`` (the span-end hot path) appends to a deque and, when a batch is ready, wakes the
+sender thread; it never blocks and never raises. When the queue is full the span is dropped and
+counted. The sender exports a batch every ``flush_interval`` seconds or as soon as ``batch_size``
+spans wait; an export that fails or times out drops its batch, counted and logged (the first
+failure after a success, not every one). The first overflow is logged once per processor.
+
+Fork safety: ``os.register_at_fork`` gives a forked child (a gunicorn worker) an empty queue and
+its own sender thread, so it exports its own spans and never the parent's.
+
+Shutdown sends everything still queued, but waits no longer than ``shutdown_timeout``; what is
+left then is counted as dropped with reason ``shutdown``, as are spans ended afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kitobs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kitobs.tracing import Counter, Exporter, Logger, Span
+
+__all__ = ["BatchProcessor", "REASONS"]
+
+#: Reasons a span is dropped, the ``reason`` label of ``kitobs_telemetry_dropped_total``.
+REASONS: tuple[str, ...] = ("queue_full", "export_failed", "shutdown")
+
+
+class _Nop:
+    __slots__ = ()
+
+    def add(self, delta: float) -> None:
+        pass
+
+    def log(self, *keyvals: object) -> None:
+        pass
+
+
+_NOP = _Nop()
+
+
+def _counters(dropped: Counter | Callable[[str], Counter] | None) -> dict[str, Counter]:
+    if dropped is None:
+        return dict.fromkeys(REASONS, _NOP)
+    if callable(getattr(dropped, "add", None)):
+        return dict.fromkeys(REASONS, dropped)  # type: ignore[arg-type]
+    if callable(dropped):
+        return {reason: dropped(reason) for reason in REASONS}
+    raise ConfigError(
+        "dropped must have add(n) or map a reason to such a counter",
+        value=dropped,
+        allowed="provider.dropped('spans', reason) or functools.partial(provider.dropped, 'spans')",
+    )
+
+
+class BatchProcessor:
+    """BatchProcessor queues ended spans and exports them in batches from a background thread.
+
+    Implements `kitobs.tracing.Processor`. For example
+    ``BatchProcessor(zipkin.Exporter(url, service_name="shop"), dropped=counter, logger=logger)``.
+
+    Args:
+        exporter: what sends a batch; called on the sender thread only.
+        batch_size: most spans per export.
+        queue_size: spans held before new ones are dropped.
+        flush_interval: seconds between exports of a partial batch.
+        shutdown_timeout: longest `shutdown` waits for the last exports.
+        export_timeout: seconds one export may take (the exporter's own timeout also applies).
+        dropped: counts dropped spans: one counter for every reason, or a function from reason
+            (`REASONS`) to counter, e.g. ``functools.partial(provider.dropped, "spans")``.
+        logger: where overflow (once) and export failures are reported.
+
+    Raises:
+        ConfigError: a size or interval that is not positive.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_batch_size",
+        "_busy",
+        "_closed",
+        "_dropped",
+        "_export_timeout",
+        "_exporter",
+        "_failing",
+        "_idle",
+        "_interval",
+        "_limit",
+        "_lock",
+        "_logger",
+        "_overflow_logged",
+        "_pending_drops",
+        "_queue",
+        "_shutdown_timeout",
+        "_thread",
+        "_wake",
+    )
+
+    def __init__(
+        self,
+        exporter: Exporter,
+        *,
+        batch_size: int = 512,
+        queue_size: int = 2048,
+        flush_interval: float = 1.0,
+        shutdown_timeout: float = 5.0,
+        export_timeout: float = 10.0,
+        dropped: Counter | Callable[[str], Counter] | None = None,
+        logger: Logger | None = None,
+    ) -> None:
+        for key, value in (
+            ("tracing.batch_size", batch_size),
+            ("tracing.queue_size", queue_size),
+            ("tracing.flush_interval", flush_interval),
+            ("tracing.zipkin.timeout", export_timeout),
+        ):
+            if not value > 0:
+                raise ConfigError("must be positive", key=key, value=value)
+        if shutdown_timeout < 0:
+            raise ConfigError(
+                "must not be negative", key="tracing.shutdown_timeout", value=shutdown_timeout
+            )
+        self._exporter = exporter
+        self._batch_size = batch_size
+        self._limit = queue_size
+        self._interval = flush_interval
+        self._shutdown_timeout = shutdown_timeout
+        self._export_timeout = export_timeout
+        self._dropped = _counters(dropped)
+        self._logger: Logger = _NOP if logger is None else logger
+        self._closed = False
+        self._overflow_logged = False
+        self._failing = False
+        self._start()
+        _register_fork(self)
+
+    def _start(self) -> None:
+        self._queue: deque[Span] = deque()
+        self._lock = threading.Lock()  # guards drop counts and the busy flag, never the queue
+        self._wake = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self._busy = False
+        self._pending_drops: dict[str, int] = {}
+        self._thread = threading.Thread(target=self._run, name="kitobs-span-sender", daemon=True)
+        self._thread.start()
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    def on_end(self, span: Span) -> None:
+        """on_end queues an ended span, or drops and counts it when the queue is full."""
+        queue = self._queue
+        if len(queue) < self._limit:
+            queue.append(span)
+            if len(queue) >= self._batch_size and not self._wake.is_set():
+                self._wake.set()
+        else:
+            self._drop("shutdown" if self._closed else "queue_full", 1)
+
+    def _drop(self, reason: str, count: int) -> None:
+        with self._lock:
+            self._pending_drops[reason] = self._pending_drops.get(reason, 0) + count
+        if not self._wake.is_set():
+            self._wake.set()  # the sender counts and logs, off the caller's path
+
+    # -- sender thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        queue, wake = self._queue, self._wake
+        while True:
+            wake.wait(self._interval)
+            wake.clear()
+            closing = self._closed
+            self._report_drops()
+            while queue:  # everything queued now, in batches
+                self._export_batch(queue)
+            self._report_drops()
+            with self._lock:
+                if not queue:
+                    self._idle.notify_all()
+            if closing and not queue:
+                return
+
+    def _export_batch(self, queue: deque[Span]) -> None:
+        batch = []
+        popleft = queue.popleft
+        try:
+            for _ in range(self._batch_size):
+                batch.append(popleft())
+        except IndexError:
+            pass
+        if not batch:
+            return
+        with self._lock:
+            self._busy = True
+        try:
+            self._exporter.export(batch, self._export_timeout)
+        except Exception as err:  # any exporter failure: count, log, carry on
+            self._count("export_failed", len(batch))
+            if not self._failing:
+                self._failing = True
+                self._logger.log(
+                    "level", "error", "msg", "span export failed", "spans", len(batch),
+                    "err", f"{type(err).__name__}: {err}",
+                )  # fmt: skip
+        else:
+            if self._failing:
+                self._failing = False
+                self._logger.log("level", "info", "msg", "span export recovered")
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def _report_drops(self) -> None:
+        with self._lock:
+            pending, self._pending_drops = self._pending_drops, {}
+        for reason, count in pending.items():
+            self._count(reason, count)
+            if reason == "queue_full" and not self._overflow_logged:
+                self._overflow_logged = True
+                self._logger.log(
+                    "level", "warn", "msg", "span queue full: dropping spans",
+                    "queue_size", self._limit, "dropped", count,
+                )  # fmt: skip
+
+    def _count(self, reason: str, count: int) -> None:
+        with contextlib.suppress(Exception):  # a broken counter must not stop the sender
+            self._dropped[reason].add(float(count))
+
+    # -- control -------------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """flush exports what is queued now; True when the queue emptied within *timeout*."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self._queue or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if not self._thread.is_alive():
+                    return False
+                self._idle.wait(0.05 if remaining is None else min(remaining, 0.05))
+                self._wake.set()
+        return True
+
+    def shutdown(self) -> None:
+        """shutdown exports everything queued and stops, within ``shutdown_timeout`` seconds.
+
+        Spans left in the queue then, and spans ended later, are counted as dropped (``shutdown``).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join(self._shutdown_timeout)
+        left = len(self._queue)
+        if self._thread.is_alive():
+            # The sender is stuck in an export: keep later spans out, count what is left.
+            self._limit = 0
+            self._queue.clear()
+            if left:
+                self._count("shutdown", left)
+        else:
+            self._limit = 0
+            self._report_drops()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here and its queue holds the parent's spans.
+        self._overflow_logged = False
+        self._failing = False
+        if self._closed:
+            self._queue = deque()
+            return
+        self._start()
+
+
+# The fork hook cannot be unregistered, so it is installed once and reaches live processors
+# through weak references; this set is the only module state and holds nothing alive.
+_processors: weakref.WeakSet[BatchProcessor] = weakref.WeakSet()
+
+
+def _reinit_after_fork() -> None:
+    for processor in list(_processors):
+        processor._after_fork_in_child()
+
+
+def _register_fork(processor: BatchProcessor) -> None:
+    if not _processors and hasattr(os, "register_at_fork"):
+        _register_hook_once()
+    _processors.add(processor)
+
+
+_hooked: list[bool] = []
+
+
+def _register_hook_once() -> None:
+    if not _hooked:
+        _hooked.append(True)
+        os.register_at_fork(after_in_child=_reinit_after_fork)
