@@ -201,15 +201,25 @@ class StatsdSettings:
 
     address: str = _key(
         "127.0.0.1:8125",
-        "host:port of the statsd server, or a socket path with transport=unix.",
+        "host:port of the statsd server, or a socket path with transport=unix or unixgram.",
     )
-    transport: str = _key("udp", "Socket type.", choices=("udp", "tcp", "unix"))
+    transport: str = _key(
+        "udp",
+        "Socket type, by Go's names: unix is a Unix stream socket, unixgram a datagram one.",
+        choices=("udp", "tcp", "unix", "unixgram"),
+    )
     flavor: str = _key(
         "etsy",
         "Line dialect: etsy (no tags), dogstatsd (|#k:v tags), telegraf (,k=v tags).",
         choices=("etsy", "dogstatsd", "telegraf"),
     )
     prefix: str = _key("", "Prefix for every metric name, joined with a dot.")
+    dogstatsd_histogram: str = _key(
+        "h",
+        "With flavor=dogstatsd: line type of histograms not in seconds, h (histogram) or d "
+        "(distribution); durations are always ms timers.",
+        choices=("h", "d"),
+    )
     etsy_labels: str = _key(
         "append",
         "With flavor=etsy: append label values to the name in declared order, or drop them.",
@@ -220,13 +230,22 @@ class StatsdSettings:
     )
     packet_size: int = _key(1432, "Largest datagram or write, in bytes.", minimum=64)
     sample_rate: float = _key(
-        1.0, "Default sampling rate for counters and timers.", minimum=0.0, maximum=1.0
+        1.0,
+        "Default sampling rate for counters and histograms, above 0 and at most 1.",
+        minimum=0.0,
+        maximum=1.0,
     )
     queue_size: int = _key(
-        10000, "Lines held while the server is unreachable before dropping.", minimum=1
+        10000,
+        "Lines held for a slow or unreachable server, and observations per histogram series "
+        "between flushes, before dropping (counted).",
+        minimum=1,
     )
     resolve_interval: float = _key(
-        60.0, "Seconds between DNS re-resolutions of the host.", duration=True, minimum=0.0
+        60.0,
+        "Seconds between DNS re-resolutions of the host; 0 resolves once.",
+        duration=True,
+        minimum=0.0,
     )
 
 

@@ -19,6 +19,7 @@ reaches for it behind the user's back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Mapping
 from os import PathLike
@@ -71,15 +72,17 @@ class Kit:
         from kitobs.tracing import current_ids, current_sampled_ids
         from kitobs.tracing.config import tracer_from_settings
 
-        logger = log_from_settings(settings.log, trace_context=current_ids)
+        # The logger is built first (the other parts log through it), so its drop counter is
+        # connected once the metrics provider exists.
+        log_dropped = _LateCounter()
+        logger = log_from_settings(settings.log, trace_context=current_ids, dropped=log_dropped)
         try:
             metrics = provider_from_settings(
                 settings, logger=logger, exemplar_context=current_sampled_ids
             )
-            if hasattr(logger, "set_dropped"):
-                logger.set_dropped(metrics.dropped("logs", "queue_full"))
+            log_dropped.target = metrics.dropped("logs", "queue_full")
             tracer = tracer_from_settings(
-                settings, logger=logger, dropped=metrics.dropped("spans", "queue_full")
+                settings, logger=logger, dropped=functools.partial(metrics.dropped, "spans")
             )
         except BaseException:
             _close_quietly(logger)
@@ -122,6 +125,20 @@ class Kit:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _LateCounter:
+    """A counter whose destination is connected after construction; adds before that are lost."""
+
+    __slots__ = ("target",)
+
+    def __init__(self) -> None:
+        self.target: Any = None
+
+    def add(self, delta: float = 1.0) -> None:
+        target = self.target
+        if target is not None:
+            target.add(delta)
 
 
 def _close_quietly(part: object) -> None:
