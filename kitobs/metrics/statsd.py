@@ -93,7 +93,7 @@ from kitobs.metrics.process import Collector as ProcessCollector
 if TYPE_CHECKING:
     from kitobs.config import Settings
     from kitobs.contract import MetricSpec
-    from kitobs.metrics import GaugeCallback, InstrumentT
+    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
 
 __all__ = [
     "Provider",
@@ -808,6 +808,14 @@ class Provider:
         """dropped gives the bound self-metric child, e.g. ``dropped("spans", "queue_full")``."""
         family = cast("CounterFamily[Counter]", self.declare(TELEMETRY_DROPPED))
         return family.labels(signal, reason)
+
+    def wsgi_routes(self) -> dict[str, WSGIApp]:
+        """wsgi_routes is empty: statsd is pushed, nothing is served over HTTP."""
+        return {}
+
+    def asgi_routes(self) -> dict[str, ASGIApp]:
+        """asgi_routes is empty: statsd is pushed, nothing is served over HTTP."""
+        return {}
 
     def dropped_lines(self) -> dict[str, int]:
         """dropped_lines gives this provider's dropped lines so far by reason, e.g. queue_full."""
