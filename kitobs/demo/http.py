@@ -1,8 +1,13 @@
-"""The demo's HTTP side: decode requests, call the instrumented endpoints, encode responses."""
+"""The demo's HTTP side, built from kitobs' transport the way a user would build it.
+
+Each route is a go-kit style `kitobs.transport.wsgi.Server` (decode, endpoint, encode) around an
+instrumented endpoint; a small router picks the route; `kitobs.transport.wsgi.Middleware` wraps
+the whole application outermost, so every request, including unknown paths and the metrics pages,
+gets ``http_server_*`` metrics and a SERVER span.
+"""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
@@ -10,82 +15,98 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from kitobs.demo.service import IntRequest, Response, SlowRequest, TextRequest, make_endpoints
-from kitobs.endpoint import chain
-from kitobs.endpoint.logging import logging_middleware
+from kitobs.demo.service import IntRequest, SlowRequest, TextRequest, make_endpoints
+from kitobs.endpoint.instrument import instrumenting
 from kitobs.kit import Kit
+from kitobs.transport import wsgi
 
 __all__ = ["DemoServer", "build_app"]
 
-StartResponse = Callable[..., Any]
-WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Decoder = Callable[[wsgi.Environ], Any]
 
 
-class _BadRequest(Exception):
-    pass
+class BadRequest(Exception):
+    """BadRequest is a malformed query string; it is answered with status 400."""
+
+    status_code = 400
 
 
-def _int(query: dict[str, list[str]], name: str) -> int:
+def _query(environ: wsgi.Environ) -> dict[str, list[str]]:
+    return parse_qs(environ.get("QUERY_STRING", ""))
+
+
+def _int(query: dict[str, list[str]], name: str, default: int = 0) -> int:
+    raw = query.get(name, [str(default)])[0]
     try:
-        return int(query.get(name, ["0"])[0])
+        return int(raw)
     except ValueError:
-        raise _BadRequest(f"{name} must be an integer") from None
+        raise BadRequest(f"{name} must be an integer") from None
 
 
-def _decoders() -> dict[str, Callable[[dict[str, list[str]]], Any]]:
+def _decoders() -> dict[str, Decoder]:
     return {
-        "/sum": lambda q: IntRequest(_int(q, "a"), _int(q, "b")),
-        "/concat": lambda q: TextRequest(q.get("a", [""])[0], q.get("b", [""])[0]),
-        "/slow": lambda q: SlowRequest(float(_int(q, "ms") or 100)),
-        "/flaky": lambda q: None,
+        "/sum": lambda env: IntRequest(_int(_query(env), "a"), _int(_query(env), "b")),
+        "/concat": lambda env: TextRequest(
+            _query(env).get("a", [""])[0], _query(env).get("b", [""])[0]
+        ),
+        "/slow": lambda env: SlowRequest(float(_int(_query(env), "ms", 100))),
+        "/flaky": lambda env: None,
     }
 
 
-def build_app(kit: Kit) -> WSGIApp:
+def _encode(response: Any) -> wsgi.Response:
+    return wsgi.encode_json({"value": response.value})
+
+
+def build_app(kit: Kit) -> wsgi.WSGIApp:
     """build_app returns the demo's WSGI application, instrumented through *kit*."""
     endpoints = make_endpoints()
-    middleware = chain(logging_middleware(kit.logger))
-    routes: dict[str, tuple[Callable[[dict[str, list[str]]], Any], Any]] = {}
+    instrumented = instrumenting(kit)
+    routes: dict[str, wsgi.WSGIApp] = {}
     for path, decode in _decoders().items():
-        routes[path] = (decode, middleware(endpoints[path[1:]]))
-    extra: dict[str, WSGIApp] = dict(kit.metrics.wsgi_routes())
+        name = path[1:]
+        routes[path] = wsgi.Server(instrumented(endpoints[name]), decode, _encode, route=path)
+    for path, page in kit.metrics.wsgi_routes().items():
+        routes[path] = _with_route(path, page)
+    routes["/healthz"] = _with_route("/healthz", _healthz)
 
-    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path in extra:
-            return extra[path](environ, start_response)
-        if path == "/healthz":
-            return _send(start_response, "200 OK", {"status": "ok"})
-        route = routes.get(path)
-        if route is None:
-            return _send(start_response, "404 Not Found", {"error": "no such route"})
-        decode, endpoint = route
-        try:
-            request = decode(parse_qs(environ.get("QUERY_STRING", "")))
-        except _BadRequest as err:
-            return _send(start_response, "400 Bad Request", {"error": str(err)})
-        try:
-            response: Response = endpoint(request)
-        except Exception as err:
-            return _send(start_response, "500 Internal Server Error", {"error": str(err)})
-        if response.err is not None:
-            return _send(start_response, "422 Unprocessable Entity", {"error": str(response.err)})
-        return _send(start_response, "200 OK", {"value": response.value})
+    def router(environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        app = routes.get(environ.get("PATH_INFO", "/"))
+        if app is None:
+            return _not_found(environ, start_response)
+        return app(environ, start_response)
 
-    return app
+    return wsgi.Middleware(router, kit.metrics, tracer=kit.tracer)
 
 
-def _send(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
-    data = json.dumps(body).encode()
+def _with_route(route: str, app: Callable[..., Any]) -> wsgi.WSGIApp:
+    def routed(environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        environ[wsgi.ROUTE_KEY] = route
+        result: Iterable[bytes] = app(environ, start_response)
+        return result
+
+    return routed
+
+
+def _healthz(environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+    body = b'{"status": "ok"}'
     start_response(
-        status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     )
-    return [data]
+    return [body]
+
+
+def _not_found(environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+    body = b'{"error": "no such route"}'
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
-    allow_reuse_address = True
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -105,6 +126,8 @@ class DemoServer:
             target=self._server.serve_forever, name="kitobs-demo-http", daemon=True
         )
         bound_host, bound_port = self._server.server_address[:2]
+        if isinstance(bound_host, bytes):
+            bound_host = bound_host.decode()
         self.url = f"http://{bound_host}:{bound_port}"
 
     def start(self) -> None:

@@ -1,14 +1,16 @@
-"""The demo's load generator: calls the demo's own routes at a steady rate."""
+"""The demo's load generator: calls the demo's own routes at a steady rate, through kitobs'
+instrumented HTTP client, so client metrics and CLIENT spans appear too."""
 
 from __future__ import annotations
 
 import itertools
 import threading
 import time
-import urllib.error
-import urllib.request
+
+import httpx
 
 from kitobs.kit import Kit
+from kitobs.transport.httpclient import HTTPXTransport
 
 __all__ = ["LoadGenerator"]
 
@@ -19,6 +21,7 @@ _PATHS = (
     "/sum?a=1000000&b=1",
     "/slow?ms=30",
     "/flaky",
+    "/sum?a=x",
     "/no/such/route",
 )
 
@@ -28,9 +31,13 @@ class LoadGenerator:
 
     def __init__(self, kit: Kit, url: str, rate: float) -> None:
         self._kit = kit
-        self._url = url
         self._interval = 1.0 / rate
         self._stop = threading.Event()
+        self._client = httpx.Client(
+            base_url=url,
+            timeout=5.0,
+            transport=HTTPXTransport(httpx.HTTPTransport(), kit.metrics, tracer=kit.tracer),
+        )
         self._thread = threading.Thread(target=self._run, name="kitobs-demo-load", daemon=True)
 
     def start(self) -> None:
@@ -38,21 +45,19 @@ class LoadGenerator:
         self._thread.start()
 
     def stop(self) -> None:
-        """stop stops sending and waits for the request in flight."""
+        """stop stops sending, waits for the request in flight and closes the client."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        self._client.close()
 
     def _run(self) -> None:
         next_at = time.monotonic()
         for path in itertools.cycle(_PATHS):
             if self._stop.wait(max(0.0, next_at - time.monotonic())):
                 return
-            next_at += self._interval
+            next_at = max(next_at + self._interval, time.monotonic() - 1.0)
             try:
-                with urllib.request.urlopen(self._url + path, timeout=5) as response:
-                    response.read()
-            except urllib.error.HTTPError as err:
-                err.close()
-            except OSError as err:
-                self._kit.logger.log("msg", "demo load request failed", "error", str(err))
+                self._client.get(path)
+            except httpx.HTTPError as err:
+                self._kit.logger.log("msg", "demo load request failed", "error", repr(err))

@@ -26,11 +26,15 @@ MAX_SUM = 1_000_000
 
 
 class TooLarge(Exception):
-    """TooLarge is the business error of a sum over `MAX_SUM`."""
+    """TooLarge is the business error of a sum over `MAX_SUM`; HTTP answers 422."""
+
+    status_code = 422
 
 
 class Unlucky(Exception):
-    """Unlucky is the business error `flaky` returns now and then."""
+    """Unlucky is the business error `flaky` returns now and then; HTTP answers 422."""
+
+    status_code = 422
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ injected into the outgoing headers, so the server's span becomes its child::
 The duration ends when the response headers have arrived (the body may still be streaming).
 A timeout or connection error is recorded with the exception's qualified name as ``error_type``
 (``httpx.ReadTimeout``) and no status; the exception then propagates unchanged. httpx and
-requests come with the ``kitobs[http]`` extra; httpx is only needed to use its transports.
+requests come with the ``kitobs[http]`` extra.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
+import httpx
+import requests
 import requests.adapters
 
 from kitobs.transport.http import ClientInstruments, Tracer
 
 if TYPE_CHECKING:
-    import httpx
-    import requests
-
     from kitobs.metrics import Provider
 
 __all__ = [
@@ -60,10 +59,10 @@ class _HeaderProxy:
         return value
 
 
-class HTTPXTransport:
+class HTTPXTransport(httpx.BaseTransport):
     """HTTPXTransport instruments an httpx transport, e.g. ``HTTPXTransport(HTTPTransport(), p)``.
 
-    Pass it as ``httpx.Client(transport=...)``. It matches ``httpx.BaseTransport``.
+    Pass it as ``httpx.Client(transport=...)``.
     """
 
     __slots__ = ("_instruments", "_transport")
@@ -103,7 +102,7 @@ class HTTPXTransport:
         self.close()
 
 
-class AsyncHTTPXTransport:
+class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
     """AsyncHTTPXTransport instruments an async httpx transport, for ``httpx.AsyncClient``.
 
     Example: ``AsyncClient(transport=AsyncHTTPXTransport(AsyncHTTPTransport(), p))``. A request
