@@ -6,9 +6,11 @@ test that asks for it fails in CI when the server is missing and skips, with a r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.support import servers
+from tests.support import servers, zipkin
 
 
 @pytest.fixture
@@ -57,3 +59,13 @@ def statsd_admin_addr() -> str:
 def statsd_flush_file() -> str:
     """Path of the JSON-lines file the statsd daemon appends one line per flush to."""
     return servers.require_env("KITOBSTEST_STATSD_FLUSH_FILE")
+
+
+@pytest.fixture
+def zipkin_receiver() -> Iterator[zipkin.Receiver]:
+    """A Zipkin capture receiver on 127.0.0.1 (202 for good bodies, 400 for bad), closed after."""
+    rec = zipkin.Receiver()
+    try:
+        yield rec
+    finally:
+        rec.close()

@@ -31,7 +31,9 @@ are server errors (`SERVER_ERROR_CODES`: ``UNKNOWN``, ``DEADLINE_EXCEEDED``, ``U
 Where the status comes from on the server: a handler that returns ends ``OK`` (or the code it set
 with ``context.set_code``); ``context.abort(code, ...)`` ends with that code; any other exception
 ends ``UNKNOWN``; a call the client abandoned or whose deadline passed while the handler ran ends
-``CANCELLED`` or ``DEADLINE_EXCEEDED``. On the client the status is the one grpcio reports.
+``CANCELLED`` or ``DEADLINE_EXCEEDED`` (the latter also when cut short within 50 ms of the
+deadline: the client's cancel at its deadline can overtake the server's own timer). On the client
+the status is the one grpcio reports.
 
 Usage::
 
@@ -127,6 +129,10 @@ _UNKNOWN = grpc.StatusCode.UNKNOWN
 _CANCELLED = grpc.StatusCode.CANCELLED
 _DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
 _UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
+# A client cancels at its deadline, and that cancel can reach the server just before the
+# server's own copy of the deadline (computed on arrival) fires: a call cut short this close to
+# its deadline is counted as DEADLINE_EXCEEDED.
+_DEADLINE_SLACK = 0.05
 _NAMES: dict[Any, str] = {code: code.name for code in grpc.StatusCode}
 _ALL_ERROR_CODES = frozenset(code for code in grpc.StatusCode if code is not _OK)
 
@@ -586,7 +592,7 @@ def _sync_status(
         return _UNKNOWN, _error_type(exc), None
     if exc is not None or not context.is_active():
         # The client left or the deadline passed while the handler ran.
-        code = _DEADLINE if context.time_remaining() <= 0 else _CANCELLED
+        code = _DEADLINE if context.time_remaining() <= _DEADLINE_SLACK else _CANCELLED
         return code, _NAMES[code], None
     return _OK, "", None
 
@@ -602,7 +608,7 @@ def _aio_status(context: Any, exc: BaseException | None) -> tuple[grpc.StatusCod
         return _UNKNOWN, _error_type(exc), None
     if exc is not None or context.cancelled():
         remaining = context.time_remaining()
-        code = _DEADLINE if remaining is not None and remaining <= 0 else _CANCELLED
+        code = _DEADLINE if remaining is not None and remaining <= _DEADLINE_SLACK else _CANCELLED
         return code, _NAMES[code], None
     return _OK, "", None
 

@@ -3,57 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import free_port
-
-
-class Demo:
-    def __init__(self, proc: subprocess.Popen[str], url: str, stderr: Path) -> None:
-        self.proc = proc
-        self.url = url
-        self.stderr = stderr
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as err:
-            with err:
-                return err.code, err.read()
-
-    def log_lines(self) -> list[str]:
-        return self.stderr.read_text(errors="replace").splitlines()
-
-
-def start_demo(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Demo:
-    port = free_port()
-    stderr = tmp_path / "stderr.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KITOBS_")}
-    full_env.update(env or {})
-    with stderr.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kitobs", "demo", "--port", str(port), *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            env=full_env,
-            cwd=tmp_path,
-        )
-    assert proc.stdout is not None
-    banner = proc.stdout.readline()  # blocks until the banner's first line (or exit)
-    assert f"127.0.0.1:{port}" in banner, (banner, stderr.read_text())
-    return Demo(proc, f"http://127.0.0.1:{port}", stderr)
+from tests.demo.demo_process import Demo, start_demo, wait_for
 
 
 @pytest.fixture
@@ -65,15 +23,6 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         running.proc.wait(timeout=30)
     assert running.proc.stdout is not None
     running.proc.stdout.close()
-
-
-def wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_demo_serves_its_routes_and_logs_each_call(demo: Demo) -> None:
