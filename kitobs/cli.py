@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the example service")
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     demo.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    demo.add_argument(
+        "--grpc-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="port of the gRPC server (default: the HTTP port + 1; -1 turns gRPC off)",
+    )
     demo.add_argument("--config", metavar="FILE", help="TOML configuration file")
     demo.add_argument(
         "--load",
@@ -70,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(
                 host=args.host,
                 port=args.port,
+                grpc_port=args.grpc_port,
                 config_path=args.config,
                 load=args.load,
                 duration=args.duration,

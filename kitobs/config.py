@@ -527,9 +527,12 @@ def _range(info: KeyInfo, num: float, raw: Any, variable: str | None) -> None:
 
 
 def _choice(info: KeyInfo, value: str, raw: Any, variable: str | None) -> str:
-    if info.choices is not None and value not in info.choices:
-        _fail(info, "is not a known value", raw, variable, info.choices)
-    return value
+    if info.choices is None:
+        return value
+    # Choices are lowercase names; "WARN" or "DogStatsD" mean the same thing.
+    if value.lower() in info.choices:
+        return value.lower()
+    _fail(info, "is not a known value", raw, variable, info.choices)
 
 
 def _parse(info: KeyInfo, raw: Any, variable: str | None) -> Any:

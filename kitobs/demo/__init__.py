@@ -3,10 +3,11 @@
 The service (`kitobs.demo.service`) has four endpoints: ``sum`` (fast), ``concat``, ``slow`` and
 ``flaky`` (which now and then returns a business error or raises). They are wrapped in kitobs'
 endpoint middleware and served over HTTP on one port, which also serves ``/metrics`` and
-``/debug/vars``. ``--load RATE`` makes the demo call itself RATE times a second, so every signal has
-data. It runs on embedded defaults with nothing else to start: logfmt logs on stderr, Prometheus
-exposition and the expvar page on its own port, spans summarised in the log. Any setting can be
-changed by configuration, e.g. ``KITOBS_METRICS_BACKEND=statsd``.
+``/debug/vars``, and over gRPC on the next port when grpcio is installed. ``--load RATE`` makes
+the demo call itself RATE times a second through kitobs' instrumented clients, so every signal
+has data. It runs on embedded defaults with nothing else to start: logfmt logs on stderr,
+Prometheus exposition and the expvar page on its own port, spans summarised in the log. Any
+setting can be changed by configuration, e.g. ``KITOBS_METRICS_BACKEND=statsd``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def run(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
+    grpc_port: int | None = None,
     config_path: str | None = None,
     load: float = 0.0,
     duration: float = 0.0,
@@ -48,6 +50,7 @@ def run(
     """
     settings = config.load(config_path, env=env, defaults=DEMO_DEFAULTS)
 
+    from kitobs.demo.grpc import start_grpc
     from kitobs.demo.http import DemoServer
     from kitobs.demo.load import LoadGenerator
 
@@ -59,16 +62,21 @@ def run(
         print(f"kitobs demo: cannot listen on {host}:{port}: {err.strerror}", file=sys.stderr)
         return 1
 
+    if grpc_port is None:
+        grpc_port = port + 1 if port else 0
+    grpc_server = start_grpc(kit, host, grpc_port) if grpc_port >= 0 else None
+    grpc_target = grpc_server.target if grpc_server is not None else None
+
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    generator = LoadGenerator(kit, server.url, load) if load > 0 else None
+    generator = LoadGenerator(kit, server.url, load, grpc_target) if load > 0 else None
     try:
         server.start()
-        _banner(server.url, settings, load)
+        _banner(server.url, grpc_target, settings, load)
         if generator is not None:
             generator.start()
         stop.wait(duration if duration > 0 else None)
@@ -76,6 +84,8 @@ def run(
         if generator is not None:
             generator.stop()
         server.stop()
+        if grpc_server is not None:
+            grpc_server.close()
         kit.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -83,12 +93,14 @@ def run(
     return 0
 
 
-def _banner(url: str, settings: config.Settings, load: float) -> None:
+def _banner(url: str, grpc_target: str | None, settings: config.Settings, load: float) -> None:
     backends = ", ".join(settings.metrics.backend)
     lines = [
         f"kitobs demo ({settings.service.name}) listening on {url}  [pid {os.getpid()}]",
         f"  try:     {url}/sum?a=1&b=2   {url}/concat?a=x&b=y   {url}/slow?ms=120   {url}/flaky",
     ]
+    if grpc_target is not None:
+        lines.append(f"  gRPC:    {grpc_target}  (kitobs.Endpoints/sum, concat, slow, flaky)")
     if "prometheus" in settings.metrics.backend and not settings.metrics.prometheus.listen:
         lines.append(f"  metrics: {url}{settings.metrics.prometheus.path}")
     elif "prometheus" in settings.metrics.backend:
@@ -98,6 +110,6 @@ def _banner(url: str, settings: config.Settings, load: float) -> None:
     lines.append(f"  metrics backends: {backends}; traces: {settings.tracing.exporter}")
     lines.append(f"  logs:    {settings.log.format} on {settings.log.output}")
     if load > 0:
-        lines.append(f"  load:    {load:g} requests/s through kitobs' instrumented client")
+        lines.append(f"  load:    {load:g} requests/s through kitobs' instrumented clients")
     lines.append("  stop with Ctrl-C (SIGINT) or SIGTERM")
     print("\n".join(lines), flush=True)

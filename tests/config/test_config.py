@@ -208,3 +208,11 @@ def test_reference_lists_every_key_with_default_and_variable() -> None:
         assert f"| `{info.path[-1]}` |" in text
         assert f"`{info.variable}`" in text
     assert '| `level` | `"info"` | `KITOBS_LOG_LEVEL` |' in text
+
+
+def test_choices_are_case_insensitive() -> None:
+    settings = load(
+        env={"KITOBS_LOG_LEVEL": "WARN", "KITOBS_METRICS_BACKEND": "Statsd"}, search=False
+    )
+    assert settings.log.level == "warn"
+    assert settings.metrics.backend == ("statsd",)

@@ -1,0 +1,663 @@
+"""The logger behind `kitobs.log.new`: context, levels, timestamps, caller and trace ids.
+
+Everything that can be decided when a logger is built is decided then: bound values are encoded
+once into a string, disabled levels are a no-op function, the timestamp, caller and trace-id code
+is only present when configured. A call then encodes its own key/values (with caches for keys and
+short strings) and makes one write.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from kitobs.errors import ConfigError
+from kitobs.log.level import LEVELS, enabled, parse_level
+
+__all__ = [
+    "Codec",
+    "ContextLogger",
+    "Emit",
+    "ErrorHandler",
+    "MISSING",
+    "Writer",
+    "TraceContext",
+    "build",
+    "nop_emit",
+    "render_other",
+]
+
+#: MISSING is written as the value of a key that has none, e.g. ``log("a", 1, "b")``.
+MISSING = "(MISSING)"
+
+# Caches stop growing here, so a program logging unbounded keys or values cannot leak memory.
+_CACHE_MAX = 4096
+# Only short strings are worth caching: they repeat (messages, methods, routes), long ones rarely.
+_STR_CACHE_LEN = 64
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+class Emit(Protocol):
+    """Emit writes one line from alternating keys and values, e.g. ``emit("msg", "hi")``."""
+
+    def __call__(self, *keyvals: object) -> None: ...
+
+
+class Writer(Protocol):
+    """Writer receives whole encoded lines, e.g. `kitobs.log.writer.FileWriter`."""
+
+    def write(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+#: TraceContext returns the active ``(trace_id, span_id)`` in hex, or None outside a span.
+TraceContext = Callable[[], tuple[str, str] | None]
+#: ErrorHandler receives errors a logger could not raise, e.g. a failed write.
+ErrorHandler = Callable[[BaseException], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """Codec is one line encoding, e.g. `kitobs.log.logfmt.CODEC`.
+
+    ``key_text`` returns a key with its ``=``/``:``; ``string``, ``float_`` and ``other`` encode
+    values and never raise; a line is ``open_`` + fragments joined by ``sep`` + ``close``.
+    """
+
+    name: str
+    sep: str
+    open_: str
+    close: str
+    key_text: Callable[[str], str]
+    string: Callable[[str], str]
+    float_: Callable[[float], str]
+    other: Callable[[object], str]
+
+
+def render_other(
+    value: object, string: Callable[[str], str], float_: Callable[[float], str]
+) -> str:
+    """render_other encodes any value with a codec's string and float encoders; it never raises.
+
+    For example ``render_other(None, ...)`` is ``null`` and an object whose ``str()`` raises is
+    ``(UNPRINTABLE TypeName)``.
+    """
+    try:
+        if value is None:
+            return "null"
+        if value is True:
+            return "true"
+        if value is False:
+            return "false"
+        if isinstance(value, str):
+            return string(str.__str__(value))
+        if isinstance(value, int):
+            return int.__repr__(value)
+        if isinstance(value, float):
+            return float_(float(value))
+        if isinstance(value, bytes | bytearray | memoryview):
+            return string(bytes(value).decode("utf-8", "replace"))
+        text = str(value)
+        if not isinstance(text, str):  # pragma: no cover - str() always returns a str
+            raise TypeError
+        return string(str.__str__(text))
+    except Exception:
+        return string(f"(UNPRINTABLE {type(value).__name__})")
+
+
+def _text(key: object) -> str:
+    """Return a key as text; keys are usually str already."""
+    if type(key) is str:
+        return key
+    try:
+        if key is None:
+            return "null"
+        if isinstance(key, bytes):
+            return key.decode("utf-8", "replace")
+        return str.__str__(str(key))
+    except Exception:
+        return f"(UNPRINTABLE {type(key).__name__})"
+
+
+class _Missing:
+    """The value bound to a trailing key without one (go-kit's ErrMissingValue)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return MISSING
+
+
+_MISSING_VALUE = _Missing()
+
+
+def nop_emit(*keyvals: object) -> None:
+    """nop_emit does nothing: it is what a filtered-out level method is, e.g. ``logger.debug``."""
+
+
+# --------------------------------------------------------------------------------------------
+# Timestamps: the date part is formatted once per second, only the microseconds per call.
+
+
+def _stamper(time_format: str, open_: str, key: str, codec: Codec) -> Callable[[], str]:
+    if time_format == "none":
+        return open_.__str__  # a C call returning the constant: cheaper than a lambda
+    quote = '"' if codec.name == "json" else ""
+    head = open_ + key
+    time_ns = time.time_ns
+    gmtime = time.gmtime
+    cached: tuple[int, str] = (-1, "")
+
+    def date(sec: int) -> str:
+        return "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}".format(*gmtime(sec)[:6])
+
+    if time_format == "rfc3339":
+
+        def stamp() -> str:
+            nonlocal cached
+            sec = time_ns() // 1_000_000_000
+            c = cached
+            if c[0] != sec:
+                c = cached = (sec, head + quote + date(sec) + "Z" + quote)
+            return c[1]
+
+    elif time_format == "unix":
+
+        def stamp() -> str:
+            ns = time_ns()
+            return f"{head}{ns // 1_000_000_000}.{ns // 1000 % 1_000_000:06d}"
+
+    elif time_format == "unix_ms":
+
+        def stamp() -> str:
+            return head + str(time_ns() // 1_000_000)
+
+    else:
+        raise ConfigError(
+            "is not a time format",
+            key="log.time_format",
+            value=time_format,
+            allowed=("rfc3339_micro", "rfc3339", "unix", "unix_ms", "none"),
+        )
+    return stamp
+
+
+class _Clock:
+    """The date part of rfc3339_micro timestamps, re-formatted once a second."""
+
+    __slots__ = ("bound", "head", "tail", "text")
+
+    def __init__(self, head: str, tail: str) -> None:
+        self.head = head
+        self.tail = tail
+        self.bound = -1  # end of the cached second, in ns since the epoch
+        self.text = ""  # the line up to the microseconds
+
+    def stamp(self) -> str:
+        """Return the whole timestamp fragment; the emitters inline this."""
+        ns = time.time_ns()
+        if ns >= self.bound:
+            self.refresh(ns)
+        # The decimal digits of time_ns() end with the nanoseconds: slicing out the microseconds
+        # is cheaper than integer arithmetic.
+        return self.text + str(ns)[-9:-3] + self.tail
+
+    def refresh(self, ns: int) -> None:
+        sec = ns // 1_000_000_000
+        date = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.".format(*time.gmtime(sec)[:6])
+        # The text first, then the bound: a reader that sees the new bound sees the new text.
+        self.text = self.head + date
+        self.bound = (sec + 1) * 1_000_000_000
+
+
+# --------------------------------------------------------------------------------------------
+# The state one logger and all its children share.
+
+
+class _Family:
+    __slots__ = (
+        "caller",
+        "callers",
+        "clock",
+        "codec",
+        "encode",
+        "hidden",
+        "keys",
+        "level_key",
+        "marker",
+        "minimum",
+        "missing",
+        "nonfinite",
+        "on_error",
+        "redacted",
+        "sink",
+        "stamp",
+        "stamped",
+        "strs",
+        "trace_context",
+        "trace_keys",
+    )
+
+    def __init__(
+        self,
+        codec: Codec,
+        sink: Writer,
+        *,
+        level: str,
+        level_key: str,
+        time_key: str,
+        time_format: str,
+        caller: bool,
+        redacted: Callable[[str], bool] | None,
+        marker: str,
+        trace_context: TraceContext | None,
+        on_error: ErrorHandler,
+    ) -> None:
+        for name, value in (("log.level_key", level_key), ("log.time_key", time_key)):
+            if not isinstance(value, str) or not value:
+                raise ConfigError("must be a non-empty key name", key=name, value=value)
+        self.codec = codec
+        self.sink = sink
+        self.minimum = parse_level(level)
+        self.level_key = level_key
+        self.caller = caller
+        self.redacted = redacted
+        self.trace_context = trace_context
+        self.on_error = on_error
+        self.stamped = time_format != "none"
+        # For the default format the emitters read the clock inline (see _Clock); other formats
+        # call a stamp function.
+        self.clock: _Clock | None = None
+        if time_format == "rfc3339_micro":
+            quote = '"' if codec.name == "json" else ""
+            self.clock = _Clock(codec.open_ + codec.key_text(time_key) + quote, "Z" + quote)
+            self.stamp = self.clock.stamp
+        else:
+            self.stamp = _stamper(time_format, codec.open_, codec.key_text(time_key), codec)
+        self.marker = codec.string(marker)
+        self.missing = codec.string(MISSING)
+        # The float spellings a codec changes (JSON has no inf/nan), looked up after float repr.
+        self.nonfinite = {
+            r: codec.float_(float(r)) for r in ("inf", "-inf", "nan") if codec.float_(float(r)) != r
+        }
+        self.keys: dict[object, str] = {}
+        self.hidden: dict[object, str] = {}
+        self.strs: dict[object, str] = {}
+        self.callers: dict[str, tuple[str, str]] = {}
+        self.encode = _value_encoder(self)
+        sep = codec.sep
+        self.trace_keys = (sep + codec.key_text("trace_id"), sep + codec.key_text("span_id"))
+
+    def key(self, key: object) -> tuple[str, bool]:
+        """Return a key's fragment (separator included) and whether its value is redacted."""
+        try:
+            frag = self.hidden.get(key)
+            if frag is not None:
+                return frag, True
+        except TypeError:
+            pass  # an unhashable key: encoded, never cached
+        text = _text(key)
+        frag = self.codec.sep + self.codec.key_text(text)
+        hide = self.redacted is not None and self.redacted(text)
+        cache = self.hidden if hide else self.keys
+        try:
+            if len(cache) < _CACHE_MAX:
+                cache[key] = frag
+        except TypeError:
+            pass
+        return frag, hide
+
+    def string(self, value: str) -> str:
+        """Encode a str value, caching short ones."""
+        enc = self.codec.string(value)
+        if len(value) <= _STR_CACHE_LEN and len(self.strs) < _CACHE_MAX:
+            self.strs[value] = enc
+        return enc
+
+    def where(self, filename: str) -> tuple[str, str]:
+        """Return the caller fragment up to the line number, and what closes it."""
+        enc = self.codec.string(os.path.basename(filename) + ":")
+        opened = enc.endswith('"')  # quoted: the line number goes inside the quotes
+        head = self.codec.sep + self.codec.key_text("caller") + (enc[:-1] if opened else enc)
+        entry = (head, '"' if opened else "")
+        if len(self.callers) < _CACHE_MAX:
+            self.callers[filename] = entry
+        return entry
+
+    def trace(self, ids: tuple[str, str]) -> str:
+        """Encode the trace and span ids; ids from a well-behaved hook are str."""
+        trace_id, span_id = ids
+        tk, sk = self.trace_keys
+        if type(trace_id) is str and type(span_id) is str:
+            return tk + self.codec.string(trace_id) + sk + self.codec.string(span_id)
+        return tk + self.codec.other(trace_id) + sk + self.codec.other(span_id)
+
+    def pairs(self, keyvals: tuple[object, ...]) -> str:
+        """Encode key/values slowly and safely: for bound context and the fallback path."""
+        out = []
+        n = len(keyvals)
+        for i in range(0, n, 2):
+            frag, hide = self.key(keyvals[i])
+            if hide:
+                out.append(frag + self.marker)
+            elif i + 1 < n:
+                out.append(frag + self.codec.other(keyvals[i + 1]))
+            else:
+                out.append(frag + self.missing)
+        return "".join(out)
+
+    def safe_line(
+        self, head: str, ctx: str, tail: str, keyvals: tuple[object, ...], frame: object
+    ) -> bytes:
+        """Build a line without the fast paths, for when they raised; never raises itself."""
+        parts = [self.stamp(), head]
+        if frame is not None:
+            code = getattr(frame, "f_code", None)
+            prefix, close = self.where(getattr(code, "co_filename", "?"))
+            parts.append(prefix + str(getattr(frame, "f_lineno", 0)) + close)
+        if self.trace_context is not None:
+            try:
+                ids = self.trace_context()
+                if ids is not None:
+                    parts.append(self.trace(ids))
+            except Exception as err:
+                self.on_error(err)
+        parts.append(ctx)
+        parts.append(self.pairs(keyvals))
+        parts.append(tail)
+        return _SURROGATES.sub("\ufffd", "".join(parts)).encode("utf-8", "replace")
+
+
+def _value_encoder(fam: _Family) -> Callable[[object], str]:
+    """Build the encoder for values the short-string cache missed; it never raises."""
+    str_slow = fam.string
+    other = fam.codec.other
+    nonfinite = fam.nonfinite
+    int_repr, float_repr = int.__repr__, float.__repr__
+    str_, int_, float_ = str, int, float
+
+    def encode(v: object) -> str:
+        # Ordered by how often each type is logged after short strings and ints (handled inline).
+        t = v.__class__
+        if t is float_:
+            e = float_repr(v)
+            return nonfinite[e] if e in nonfinite else e  # noqa: SIM401 - no method call
+        if v is True:
+            return "true"
+        if v is False:
+            return "false"
+        if v is None:
+            return "null"
+        if t is str_:
+            return str_slow(v)  # type: ignore[arg-type]
+        if t is int_:
+            return int_repr(v)
+        return other(v)
+
+    return encode
+
+
+def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool) -> Emit:
+    """Build the function that writes one line at one level; every branch is fixed here."""
+    stamp = fam.stamp
+    clock = fam.clock
+    plain_head = head  # the safe path stamps the whole timestamp itself
+    if clock is not None:
+        head = clock.tail + head
+    refresh = clock.refresh if clock is not None else None
+    time_ns = time.time_ns
+    kget = fam.keys.get
+    sget = fam.strs.get
+    key_slow = fam.key
+    encode = fam.encode
+    marker = fam.marker
+    cget = fam.callers.get
+    where = fam.where
+    trace = fam.trace
+    trace_context = fam.trace_context
+    write = fam.sink.write
+    on_error = fam.on_error
+    safe_line = fam.safe_line
+    getframe = sys._getframe
+    join = "".join
+    str_, int_ = str, int
+    int_repr = int.__repr__
+
+    if clock is not None and not dynamic_caller and trace_context is None:
+        # The default configuration: its own copy of the loop below, without the branches for
+        # other time formats, the caller and trace ids, and with the context joined to the head.
+        fast_clock, fast_refresh, head_ctx = clock, clock.refresh, head + ctx
+
+        def emit_default(*keyvals: object) -> None:
+            try:
+                ns = time_ns()
+                if ns >= fast_clock.bound:
+                    fast_refresh(ns)
+                parts = [fast_clock.text, str_(ns)[-9:-3], head_ctx]
+                append = parts.append
+                it = iter(keyvals)
+                for k in it:
+                    ek = kget(k)
+                    v = next(it)
+                    if ek is None:
+                        ek, hide = key_slow(k)
+                        if hide:
+                            append(ek)
+                            append(marker)
+                            continue
+                    append(ek)
+                    e = sget(v)
+                    if e is None:
+                        e = int_repr(v) if v.__class__ is int_ else encode(v)
+                    append(e)
+                append(tail)
+                data = join(parts).encode()
+            except Exception:
+                data = safe_line(plain_head, ctx, tail, keyvals, None)
+            try:
+                write(data)
+            except Exception as err:
+                on_error(err)
+
+        return emit_default
+
+    def emit(*keyvals: object) -> None:
+        try:
+            if clock is not None:
+                ns = time_ns()
+                if ns >= clock.bound:
+                    refresh(ns)  # type: ignore[misc]
+                parts = [clock.text, str_(ns)[-9:-3], head]
+            else:
+                parts = [stamp(), head]
+            append = parts.append
+            if dynamic_caller:
+                frame = getframe(1)
+                filename = frame.f_code.co_filename
+                prefix, close = cget(filename) or where(filename)
+                append(prefix + str_(frame.f_lineno) + close)
+            if trace_context is not None:
+                ids = trace_context()
+                if ids is not None:
+                    append(trace(ids))
+            append(ctx)
+            it = iter(keyvals)
+            for k in it:
+                ek = kget(k)
+                v = next(it)  # an odd count raises StopIteration: the safe path marks it
+                if ek is None:
+                    ek, hide = key_slow(k)
+                    if hide:
+                        append(ek)
+                        append(marker)
+                        continue
+                append(ek)
+                # Short strings seen before come from a cache; ints inline; the rest one call.
+                e = sget(v)
+                if e is None:
+                    e = int_repr(v) if v.__class__ is int_ else encode(v)
+                append(e)
+            append(tail)
+            data = join(parts).encode()
+        except Exception:
+            # An odd count, an unhashable key or value, text that is not Unicode, a failing hook.
+            data = safe_line(
+                plain_head, ctx, tail, keyvals, getframe(1) if dynamic_caller else None
+            )
+        try:
+            write(data)
+        except Exception as err:
+            on_error(err)
+
+    return emit
+
+
+def _pad(keyvals: tuple[object, ...]) -> tuple[object, ...]:
+    return (*keyvals, _MISSING_VALUE) if len(keyvals) % 2 else keyvals
+
+
+class ContextLogger:
+    """ContextLogger writes structured lines with bound context, e.g. ``logger.info("msg", "hi")``.
+
+    Build one with `kitobs.log.new` or `kitobs.log.from_settings`. ``log``, ``debug``, ``info``,
+    ``warn`` and ``error`` are attributes holding functions made when the logger is built: a level
+    below the configured one holds a no-op, so a filtered-out call costs one empty call. ``log``
+    writes at info (every line carries a level). Lines read, in order: timestamp, level, caller,
+    ``trace_id``/``span_id``, bound context (`with_prefix`, then `with_`), the call's key/values,
+    then `with_suffix` values.
+
+    Example::
+
+        >>> from kitobs.log import capture
+        >>> logger, records = capture.new()
+        >>> logger.with_("svc", "api").info("msg", "ready")
+        >>> records
+        [{'level': 'info', 'svc': 'api', 'msg': 'ready'}]
+    """
+
+    __slots__ = ("_caller", "_ctx", "_fam", "_suffix", "debug", "error", "info", "log", "warn")
+
+    log: Emit
+    debug: Emit
+    info: Emit
+    warn: Emit
+    error: Emit
+
+    def __init__(
+        self,
+        fam: _Family,
+        ctx: tuple[object, ...] = (),
+        suffix: tuple[object, ...] = (),
+        caller: str | None = None,
+    ) -> None:
+        self._fam = fam
+        self._ctx = ctx
+        self._suffix = suffix
+        self._caller = caller
+        codec = fam.codec
+        ctx_text = fam.pairs(ctx)
+        tail = fam.pairs(suffix) + codec.close
+        lead = codec.sep if fam.stamped else ""
+        level_key = codec.key_text(fam.level_key)
+        fixed = ""
+        if caller is not None and fam.caller:
+            fixed = codec.sep + codec.key_text("caller") + codec.other(caller)
+        dynamic = fam.caller and caller is None
+        emits: dict[str, Emit] = {}
+        for name in LEVELS:
+            if enabled(fam.minimum, name):
+                head = lead + level_key + codec.string(name) + fixed
+                emits[name] = _emitter(fam, head, ctx_text, tail, dynamic)
+            else:
+                emits[name] = nop_emit
+        self.debug = emits["debug"]
+        self.info = emits["info"]
+        self.warn = emits["warn"]
+        self.error = emits["error"]
+        self.log = self.info
+
+    def with_(self, *keyvals: object) -> ContextLogger:
+        """with_ returns a logger that adds *keyvals* to every line, e.g. ``with_("req", 7)``."""
+        return ContextLogger(self._fam, self._ctx + _pad(keyvals), self._suffix, self._caller)
+
+    def with_prefix(self, *keyvals: object) -> ContextLogger:
+        """with_prefix returns a logger with *keyvals* before the bound context, e.g. ``"svc"``."""
+        return ContextLogger(self._fam, _pad(keyvals) + self._ctx, self._suffix, self._caller)
+
+    def with_suffix(self, *keyvals: object) -> ContextLogger:
+        """with_suffix returns a logger with *keyvals* after each call's own, e.g. ``"host"``."""
+        return ContextLogger(self._fam, self._ctx, self._suffix + _pad(keyvals), self._caller)
+
+    def with_caller(self, where: str) -> ContextLogger:
+        """with_caller returns a logger whose caller is fixed, e.g. ``with_caller("api.py:12")``.
+
+        For lines written on behalf of other code, such as the logging middleware naming the
+        endpoint it wraps. Nothing changes if the logger does not write callers.
+        """
+        if not self._fam.caller:
+            return self
+        return ContextLogger(self._fam, self._ctx, self._suffix, where)
+
+    @property
+    def writes_caller(self) -> bool:
+        """writes_caller says whether lines carry ``caller``, e.g. for bridges that supply it."""
+        return self._fam.caller
+
+    def enabled(self, level: str) -> bool:
+        """enabled says whether lines at *level* are written, e.g. ``enabled("debug")``."""
+        return enabled(self._fam.minimum, parse_level(level))
+
+    def flush(self) -> None:
+        """flush writes out buffered lines, e.g. before a fork; it never raises."""
+        try:
+            self._fam.sink.flush()
+        except Exception as err:
+            self._fam.on_error(err)
+
+    def close(self) -> None:
+        """close flushes and closes the output shared by this logger and its relatives."""
+        try:
+            self._fam.sink.close()
+        except Exception as err:
+            self._fam.on_error(err)
+
+
+def build(
+    codec: Codec,
+    sink: Writer,
+    *,
+    level: str = "info",
+    level_key: str = "level",
+    time_key: str = "ts",
+    time_format: str = "rfc3339_micro",
+    caller: bool = False,
+    redacted: Callable[[str], bool] | None = None,
+    marker: str = "[REDACTED]",
+    trace_context: TraceContext | None = None,
+    on_error: ErrorHandler,
+) -> ContextLogger:
+    """build makes a `ContextLogger` writing *codec* lines to *sink*, e.g. for `kitobs.log.new`.
+
+    Raises:
+        ConfigError: a bad level, time format or key name.
+    """
+    fam = _Family(
+        codec,
+        sink,
+        level=level,
+        level_key=level_key,
+        time_key=time_key,
+        time_format=time_format,
+        caller=caller,
+        redacted=redacted,
+        marker=marker,
+        trace_context=trace_context,
+        on_error=on_error,
+    )
+    return ContextLogger(fam)
