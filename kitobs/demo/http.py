@@ -20,7 +20,7 @@ from kitobs.endpoint.instrument import instrumenting
 from kitobs.kit import Kit
 from kitobs.transport import wsgi
 
-__all__ = ["DemoServer", "build_app"]
+__all__ = ["BadRequest", "DemoServer", "build_app"]
 
 Decoder = Callable[[wsgi.Environ], Any]
 
