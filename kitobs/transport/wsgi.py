@@ -104,6 +104,12 @@ class _Recorder:
             for chunk in self._body:
                 self.size += len(chunk)
                 yield chunk
+            # The whole body went out: record now, even if the server is slow to call close().
+            self._finish(None)
+        except GeneratorExit:
+            # The server stopped iterating early (the client went away, or it only wanted the
+            # headers): not an application error; close() records the request.
+            raise
         except BaseException as exc:
             self._finish(exc)
             raise
