@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from kitobs.config import DURATION_BUCKETS
 from kitobs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kitobs.metrics import Counter, Gauge, Histogram
 
 __all__ = [
     "MetricKind",
@@ -59,6 +62,8 @@ __all__ = [
 ]
 
 MetricKind = Literal["counter", "gauge", "histogram"]
+# The instrument type a spec declares, so `Provider.declare` returns the right Protocol.
+_I = TypeVar("_I", "Counter", "Gauge", "Histogram")
 
 #: Units a metric may declare; the empty string is dimensionless (no suffix).
 UNITS: tuple[str, ...] = ("", "seconds", "bytes", "ratio")
@@ -118,7 +123,9 @@ def check_base_name(name: str, unit: str, kind: MetricKind) -> None:
                 allowed=f"declare {fixed!r} (with unit={suffix[1:]!r} if it is a unit)",
             )
     if kind not in ("counter", "gauge", "histogram"):
-        raise ConfigError(f"metric {name!r}: unknown kind", value=kind, allowed=("counter",))
+        raise ConfigError(
+            f"metric {name!r}: unknown kind", value=kind, allowed=("counter", "gauge", "histogram")
+        )
 
 
 def check_label_name(metric: str, label: str) -> None:
@@ -156,8 +163,12 @@ def otel_attribute(label: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """MetricSpec declares one metric of the contract, e.g. `HTTP_SERVER_REQUEST_DURATION`."""
+class MetricSpec(Generic[_I]):
+    """MetricSpec declares one metric of the contract, e.g. `HTTP_SERVER_REQUEST_DURATION`.
+
+    It is generic in the instrument it declares (``MetricSpec[Histogram]``), so
+    ``provider.declare(spec)`` is typed; ``kind`` must agree with that type.
+    """
 
     name: str
     kind: MetricKind
@@ -175,7 +186,7 @@ class MetricSpec:
         return prometheus_name(self.name, self.unit, self.kind)
 
 
-HTTP_SERVER_REQUEST_DURATION = MetricSpec(
+HTTP_SERVER_REQUEST_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="http_server_request_duration",
     kind="histogram",
     unit="seconds",
@@ -191,7 +202,7 @@ HTTP_SERVER_REQUEST_DURATION = MetricSpec(
     buckets=DURATION_BUCKETS,
     optional_labels=("error_type",),
 )
-HTTP_SERVER_ACTIVE_REQUESTS = MetricSpec(
+HTTP_SERVER_ACTIVE_REQUESTS: MetricSpec[Gauge] = MetricSpec(
     name="http_server_active_requests",
     kind="gauge",
     unit="",
@@ -199,7 +210,7 @@ HTTP_SERVER_ACTIVE_REQUESTS = MetricSpec(
     labels=("http_request_method", "url_scheme"),
     otel="http.server.active_requests",
 )
-HTTP_CLIENT_REQUEST_DURATION = MetricSpec(
+HTTP_CLIENT_REQUEST_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="http_client_request_duration",
     kind="histogram",
     unit="seconds",
@@ -216,7 +227,7 @@ HTTP_CLIENT_REQUEST_DURATION = MetricSpec(
     optional_labels=("error_type", "http_response_status_code"),
 )
 _RPC_LABELS = ("rpc_system_name", "rpc_method", "rpc_status_code", "error_type")
-RPC_SERVER_CALL_DURATION = MetricSpec(
+RPC_SERVER_CALL_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="rpc_server_call_duration",
     kind="histogram",
     unit="seconds",
@@ -226,7 +237,7 @@ RPC_SERVER_CALL_DURATION = MetricSpec(
     buckets=DURATION_BUCKETS,
     optional_labels=("error_type",),
 )
-RPC_CLIENT_CALL_DURATION = MetricSpec(
+RPC_CLIENT_CALL_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="rpc_client_call_duration",
     kind="histogram",
     unit="seconds",
@@ -236,7 +247,7 @@ RPC_CLIENT_CALL_DURATION = MetricSpec(
     buckets=DURATION_BUCKETS,
     optional_labels=("error_type",),
 )
-ENDPOINT_DURATION = MetricSpec(
+ENDPOINT_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="kitobs_endpoint_duration",
     kind="histogram",
     unit="seconds",
@@ -245,7 +256,7 @@ ENDPOINT_DURATION = MetricSpec(
     otel="kitobs.endpoint.duration",
     buckets=DURATION_BUCKETS,
 )
-TELEMETRY_DROPPED = MetricSpec(
+TELEMETRY_DROPPED: MetricSpec[Counter] = MetricSpec(
     name="kitobs_telemetry_dropped",
     kind="counter",
     unit="",
@@ -253,7 +264,7 @@ TELEMETRY_DROPPED = MetricSpec(
     labels=("signal", "reason"),
     otel="kitobs.telemetry.dropped",
 )
-LABEL_SETS_FOLDED = MetricSpec(
+LABEL_SETS_FOLDED: MetricSpec[Counter] = MetricSpec(
     name="kitobs_label_sets_folded",
     kind="counter",
     unit="",
@@ -263,7 +274,7 @@ LABEL_SETS_FOLDED = MetricSpec(
 )
 
 #: Every metric of the contract, in table order.
-ALL: tuple[MetricSpec, ...] = (
+ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...] = (
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_CLIENT_REQUEST_DURATION,

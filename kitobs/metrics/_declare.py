@@ -1,0 +1,598 @@
+"""Declaration, label binding and the cardinality guard, shared by every metrics backend.
+
+A backend supplies *children* (one object per label-value tuple, holding or sending the values)
+and builds its metrics with `Core.declare`, which validates the declaration, enforces one shape
+per name and returns a `CounterFamily`, `GaugeFamily` or `HistogramFamily`. The family does the
+binding (`Family.labels`, `Family.with_labels`), caches children per value tuple, folds label
+sets past the cap into the overflow series and counts the folds.
+
+A backend's child classes mix in `Bound` so a fully bound child answers ``with_labels()`` and
+``labels()`` like the Protocols require.
+
+Example::
+
+    >>> core = Core(common_labels={}, max_label_sets=10)
+    >>> decl = declaration("jobs", "counter", help="Jobs.", labels=("queue",))
+    >>> decl.prometheus_name
+    'jobs_total'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import operator
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar, cast
+
+from kitobs.config import DURATION_BUCKETS
+from kitobs.contract import (
+    LABEL_SETS_FOLDED,
+    TELEMETRY_DROPPED,
+    MetricKind,
+    MetricSpec,
+    check_base_name,
+    check_label_name,
+    prometheus_name,
+    statsd_name,
+)
+from kitobs.contract import otel_name as _otel_name
+from kitobs.errors import ConfigError, DuplicateMetricError
+
+if TYPE_CHECKING:
+    from kitobs.metrics import Counter, Gauge, GaugeCallback, Histogram
+
+__all__ = [
+    "LOCK_FREE",
+    "OVERFLOW",
+    "Declaration",
+    "declaration",
+    "from_spec",
+    "check_buckets",
+    "Logger",
+    "NopLogger",
+    "Core",
+    "Family",
+    "CounterFamily",
+    "GaugeFamily",
+    "HistogramFamily",
+    "Partial",
+    "Bound",
+    "SELF_SIGNALS",
+]
+
+#: LOCK_FREE is True where bound children may update without a lock: CPython 3.10+ with the GIL.
+#: There the eval loop only switches threads at calls and backward jumps, so ``self._v += d`` on
+#: floats (LOAD_ATTR, BINARY_OP, STORE_ATTR, all in C, no allocation that can run the GC) cannot
+#: interleave with another thread's update. A free-threaded build (``sys._is_gil_enabled()``
+#: False) or another implementation gives no such guarantee, so children take a lock there.
+LOCK_FREE: bool = (
+    sys.implementation.name == "cpython"
+    and sys.version_info >= (3, 10)
+    and bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+)
+
+#: OVERFLOW is the label value of every label of the overflow series of the cardinality guard.
+OVERFLOW = "_overflow"
+
+#: SELF_SIGNALS are the ``signal`` values of ``kitobs_telemetry_dropped_total`` pre-created at 0.
+SELF_SIGNALS: tuple[str, ...] = ("metrics", "spans", "logs")
+_SELF_NAMES = frozenset({TELEMETRY_DROPPED.name, LABEL_SETS_FOLDED.name})
+
+
+class Logger(Protocol):
+    """Logger is what the guard warns through, e.g. a `kitobs.log` logger: ``log("k", "v")``."""
+
+    def log(self, *keyvals: object) -> None:
+        """log writes one event of alternating keys and values."""
+
+
+class NopLogger:
+    """NopLogger drops every event, e.g. the default logger of a provider."""
+
+    __slots__ = ()
+
+    def log(self, *keyvals: object) -> None:
+        """log does nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """Declaration is one validated metric declaration, e.g. ``declaration("jobs", "counter")``.
+
+    ``shape`` is what must match when a name is declared twice.
+    """
+
+    name: str
+    kind: MetricKind
+    help: str
+    unit: str
+    labels: tuple[str, ...]
+    buckets: tuple[float, ...] | None
+    otel_name: str
+
+    @property
+    def prometheus_name(self) -> str:
+        """The Prometheus name, e.g. ``jobs_total``."""
+        return prometheus_name(self.name, self.unit, self.kind)
+
+    def statsd_name(self, prefix: str = "") -> str:
+        """statsd_name gives the dotted statsd name after *prefix*, e.g. ``shop.jobs``."""
+        return statsd_name(self.name, prefix)
+
+    @property
+    def shape(self) -> tuple[object, ...]:
+        """What must agree between two declarations of one name."""
+        return (self.kind, self.unit, self.labels, self.buckets)
+
+
+def check_buckets(name: str, buckets: Iterable[float]) -> tuple[float, ...]:
+    """check_buckets validates histogram bounds, e.g. ``(0.1, 1.0)``; a trailing +Inf is dropped.
+
+    Raises:
+        ConfigError: bounds not finite, not strictly increasing, or none.
+    """
+    bounds = [float(b) for b in buckets]
+    if bounds and bounds[-1] == math.inf:
+        bounds.pop()
+    if not bounds:
+        raise ConfigError(f"metric {name!r}: no buckets", allowed="at least one finite bound")
+    for a, b in itertools.pairwise(bounds):
+        if not a < b:
+            raise ConfigError(
+                f"metric {name!r}: buckets must increase strictly",
+                value=tuple(bounds),
+                allowed="finite, strictly increasing bounds",
+            )
+    if not all(math.isfinite(b) for b in bounds):
+        raise ConfigError(
+            f"metric {name!r}: buckets must be finite", value=tuple(bounds), allowed="numbers"
+        )
+    return tuple(bounds)
+
+
+def declaration(
+    name: str,
+    kind: MetricKind,
+    *,
+    help: str,
+    unit: str = "",
+    labels: Sequence[str] = (),
+    buckets: Sequence[float] | None = None,
+    otel: str | None = None,
+) -> Declaration:
+    """declaration validates a metric declaration, e.g. ``declaration("jobs", "counter", ...)``.
+
+    Raises:
+        ConfigError: a bad name, unit, label name, duplicate label or bad buckets.
+    """
+    check_base_name(name, unit, kind)
+    if not isinstance(help, str) or not help.strip():
+        raise ConfigError(f"metric {name!r}: help text is empty", allowed="a sentence")
+    if isinstance(labels, str):
+        raise ConfigError(
+            f"metric {name!r}: labels must be a sequence of names, not a string",
+            value=labels,
+            allowed="e.g. labels=('method', 'status')",
+        )
+    names = tuple(labels)
+    for label in names:
+        check_label_name(name, label)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"metric {name!r}: a label name is repeated", value=names)
+    bounds: tuple[float, ...] | None = None
+    if kind == "histogram":
+        bounds = check_buckets(name, DURATION_BUCKETS if buckets is None else buckets)
+    elif buckets is not None:
+        raise ConfigError(f"metric {name!r}: only histograms have buckets", value=kind)
+    return Declaration(
+        name=name,
+        kind=kind,
+        help=" ".join(help.split()),
+        unit=unit,
+        labels=names,
+        buckets=bounds,
+        otel_name=otel or _otel_name(name),
+    )
+
+
+def from_spec(spec: MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram]) -> Declaration:
+    """from_spec validates a contract entry, e.g. ``from_spec(contract.ENDPOINT_DURATION)``."""
+    return declaration(
+        spec.name,
+        spec.kind,
+        help=spec.help,
+        unit=spec.unit,
+        labels=spec.labels,
+        buckets=spec.buckets,
+        otel=spec.otel,
+    )
+
+
+_C = TypeVar("_C")
+_F = TypeVar("_F")
+
+
+class Bound:
+    """Bound gives a fully bound child the binding methods, e.g. ``child.labels()`` is *child*.
+
+    Binding anything more raises `ConfigError`: every label already has its value. The child
+    class must have a ``_family`` slot holding its `Family`.
+    """
+
+    __slots__ = ()
+
+    def with_labels(self, **labels: str) -> Self:
+        """with_labels with no labels returns the child; any label raises `ConfigError`."""
+        if labels:
+            fam: Family[object] = getattr(self, "_family")  # noqa: B009 - slot of the subclass
+            raise fam.too_many(labels)
+        return self
+
+    def labels(self, *values: str) -> Self:
+        """labels with no values returns the child; any value raises `ConfigError`."""
+        if values:
+            fam: Family[object] = getattr(self, "_family")  # noqa: B009 - slot of the subclass
+            raise fam.too_many(values)
+        return self
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
+    """A function giving the values of *names* from a mapping, as a tuple, in that order."""
+    if len(names) >= 2:
+        return operator.itemgetter(*names)
+    if len(names) == 1:
+        only = names[0]
+        return lambda labels: (labels[only],)
+    return lambda labels: ()
+
+
+class Family(Generic[_C]):
+    """Family holds the children of one metric, one per label-value tuple, e.g. ``GET, 200``.
+
+    ``new_child(values)`` builds a backend child; ``series`` maps each value tuple to its child
+    (the overflow child included, once created) for collection.
+    """
+
+    __slots__ = (
+        "_by_pos",
+        "_cap",
+        "_core",
+        "_default",
+        "_lock",
+        "_new",
+        "_overflow",
+        "_pick",
+        "callback",
+        "decl",
+        "n",
+        "series",
+    )
+
+    def __init__(
+        self,
+        decl: Declaration,
+        core: Core,
+        new_child: Callable[[Family[_C], tuple[str, ...]], _C],
+    ) -> None:
+        self.decl = decl
+        self.n = len(decl.labels)
+        self.series: dict[tuple[str, ...], _C] = {}
+        self.callback: GaugeCallback | None = None
+        self._core = core
+        self._new = new_child
+        # Caches from what the caller passed (positional tuple, keyword items) to the child.
+        # Only label sets that got their own child are cached, so folded sets cannot grow them.
+        self._pick = _picker(decl.labels)
+        self._by_pos: dict[tuple[object, ...], _C] = {}
+        self._default: _C | None = None
+        self._overflow: _C | None = None
+        # kitobs' own metrics have a handful of series by construction; they are never folded.
+        self._cap = 1_000_000 if decl.name in _SELF_NAMES else core.max_label_sets
+        self._lock = threading.Lock()
+
+    # --- binding ------------------------------------------------------------------------
+
+    def labels(self, *values: str) -> _C:
+        """labels gives the child of *values* in declared label order, e.g. ``("GET", "200")``."""
+        try:  # try is free in 3.11+ when nothing is raised; a miss takes the slow path
+            return self._by_pos[values]
+        except KeyError:
+            return self._bind(values)
+        except TypeError:  # an unhashable value: _bind stringifies it
+            return self._bind(values)
+
+    def with_labels(self, **labels: str) -> _C | Partial[_C]:
+        """with_labels binds by name; binding every label gives the child, a subset a `Partial`."""
+        if len(labels) == self.n:
+            # itemgetter picks the values in declared order in C; a missing name or an
+            # unseen label set raises and takes the slow path.
+            try:
+                return self._by_pos[self._pick(labels)]
+            except (KeyError, TypeError):
+                pass
+        self.check_names(labels)
+        if len(labels) < self.n:
+            return Partial(self, labels)
+        return self._bind(tuple(labels[name] for name in self.decl.labels))
+
+    def default(self) -> _C:
+        """default gives the child with every label unbound (empty), used by an unbound add."""
+        child = self._default
+        if child is None:
+            child = self._default = self._bind(("",) * self.n)
+        return child
+
+    def check_names(self, labels: Mapping[str, object]) -> None:
+        """check_names raises `ConfigError` unless every name in *labels* is a declared label."""
+        unknown = [name for name in labels if name not in self.decl.labels]
+        if unknown:
+            raise ConfigError(
+                f"metric {self.decl.name!r}: unknown label(s) {', '.join(unknown)}; "
+                f"expected labels {self._expected()}, given {dict(labels)!r}",
+                allowed=self.decl.labels,
+            )
+
+    def too_many(self, given: object) -> ConfigError:
+        """too_many builds the error for binding more labels than remain unbound."""
+        return ConfigError(
+            f"metric {self.decl.name!r}: every label is already bound; "
+            f"expected labels {self._expected()}, given {given!r}",
+            allowed=self.decl.labels,
+        )
+
+    def _expected(self) -> str:
+        return "(" + ", ".join(self.decl.labels) + ")" if self.decl.labels else "(none)"
+
+    def _bind(self, raw: tuple[object, ...]) -> _C:
+        if len(raw) != self.n:
+            raise ConfigError(
+                f"metric {self.decl.name!r}: {len(raw)} label value(s) given for "
+                f"{self.n} label(s); expected labels {self._expected()}, given {raw!r}",
+                allowed=self.decl.labels,
+            )
+        values = tuple(v if isinstance(v, str) else str(v) for v in raw)
+        with self._lock:  # the slow path: one child per tuple even when threads race here
+            child = self.series.get(values)
+            if child is None:
+                if len(self.series) - (self._overflow is not None) >= self._cap:
+                    return self._fold(values)
+                child = self._new(self, values)
+                self.series[values] = child
+            # An alias (e.g. an int status code) is cached too, but is not another series; the
+            # bound keeps odd callers from growing the cache without end.
+            if raw == values or len(self._by_pos) < 4 * self._cap:
+                self._by_pos[raw] = child
+        return child
+
+    def _fold(self, values: tuple[str, ...]) -> _C:
+        overflow = self._overflow
+        if overflow is None:
+            overflow = self._overflow = self._new(self, (OVERFLOW,) * self.n)
+            self.series[(OVERFLOW,) * self.n] = overflow
+        self._core.folded(self.decl, values)
+        return overflow
+
+
+class Partial(Generic[_C]):
+    """Partial is a metric with some labels bound, e.g. ``with_labels(method="GET")``.
+
+    Recording on it records with the unbound labels empty (absent in Prometheus).
+    """
+
+    __slots__ = ("_bound", "_family")
+
+    def __init__(self, family: Family[_C], bound: Mapping[str, str]) -> None:
+        self._family = family
+        self._bound = dict(bound)
+
+    def with_labels(self, **labels: str) -> _C | Partial[_C]:
+        """with_labels binds more labels by name; rebinding one raises `ConfigError`."""
+        again = [name for name in labels if name in self._bound]
+        if again:
+            raise ConfigError(
+                f"metric {self._family.decl.name!r}: label(s) {', '.join(again)} already bound; "
+                f"expected labels {self._family._expected()}, given {labels!r}",
+                allowed=self._family.decl.labels,
+            )
+        return self._family.with_labels(**self._bound, **labels)
+
+    def labels(self, *values: str) -> _C:
+        """labels binds the unbound labels by position, in declared order."""
+        rest = [name for name in self._family.decl.labels if name not in self._bound]
+        if len(values) != len(rest):
+            raise ConfigError(
+                f"metric {self._family.decl.name!r}: {len(values)} label value(s) given for "
+                f"the {len(rest)} unbound label(s) ({', '.join(rest)}); expected labels "
+                f"{self._family._expected()}, bound {self._bound!r}, given {values!r}",
+                allowed=tuple(rest),
+            )
+        merged = dict(self._bound)
+        merged.update(zip(rest, values, strict=True))
+        return self._family.labels(*(merged[name] for name in self._family.decl.labels))
+
+    def _full(self) -> _C:
+        merged = self._bound
+        return self._family.labels(*(merged.get(name, "") for name in self._family.decl.labels))
+
+    def add(self, delta: float = 1.0) -> None:
+        """add records on the series whose unbound labels are empty."""
+        cast("Counter", self._full()).add(delta)
+
+    def set(self, value: float) -> None:
+        """set records on the series whose unbound labels are empty."""
+        cast("Gauge", self._full()).set(value)
+
+    def observe(self, value: float) -> None:
+        """observe records on the series whose unbound labels are empty."""
+        cast("Histogram", self._full()).observe(value)
+
+
+_CC = TypeVar("_CC", bound="Counter")
+_GC = TypeVar("_GC", bound="Gauge")
+_HC = TypeVar("_HC", bound="Histogram")
+
+
+class CounterFamily(Family[_CC]):
+    """CounterFamily is a counter with its children, e.g. a backend's ``Provider.counter``."""
+
+    __slots__ = ()
+
+    def add(self, delta: float = 1.0) -> None:
+        """add records on the series with every label empty."""
+        self.default().add(delta)
+
+
+class GaugeFamily(Family[_GC]):
+    """GaugeFamily is a gauge with its children; ``callback`` is read at collection time."""
+
+    __slots__ = ()
+
+    def set(self, value: float) -> None:
+        """set records on the series with every label empty."""
+        self.default().set(value)
+
+    def add(self, delta: float = 1.0) -> None:
+        """add records on the series with every label empty."""
+        self.default().add(delta)
+
+
+class HistogramFamily(Family[_HC]):
+    """HistogramFamily is a histogram with its children, e.g. ``Provider.histogram``."""
+
+    __slots__ = ()
+
+    def observe(self, value: float) -> None:
+        """observe records on the series with every label empty."""
+        self.default().observe(value)
+
+
+class Core:
+    """Core is the backend-independent state of one provider, e.g. its declared metrics.
+
+    Args:
+        common_labels: labels added to every series (``[service] labels``).
+        max_label_sets: distinct label sets per metric before folding into the overflow series.
+        logger: where the guard's one warning per metric goes.
+    """
+
+    __slots__ = (
+        "_folded",
+        "_lock",
+        "_metrics",
+        "_warned",
+        "common",
+        "common_names",
+        "common_values",
+        "logger",
+        "max_label_sets",
+    )
+
+    def __init__(
+        self,
+        *,
+        common_labels: Mapping[str, str] | None = None,
+        max_label_sets: int = 2000,
+        logger: Logger | None = None,
+    ) -> None:
+        if max_label_sets < 1:
+            raise ConfigError(
+                "max_label_sets must be at least 1",
+                key="metrics.max_label_sets",
+                value=max_label_sets,
+            )
+        common = dict(common_labels or {})
+        for name, value in common.items():
+            check_label_name("[service] labels", name)
+            if not isinstance(value, str):
+                raise ConfigError(
+                    f"common label {name!r} must be a string", key="service.labels", value=value
+                )
+        self.common: tuple[tuple[str, str], ...] = tuple(sorted(common.items()))
+        self.common_names: tuple[str, ...] = tuple(n for n, _ in self.common)
+        self.common_values: tuple[str, ...] = tuple(v for _, v in self.common)
+        self.max_label_sets = max_label_sets
+        self.logger: Logger = logger if logger is not None else NopLogger()
+        self._metrics: dict[str, tuple[Declaration, object]] = {}
+        self._warned: set[str] = set()
+        self._folded: Counter | None = None
+        self._lock = threading.Lock()
+
+    def declare(self, decl: Declaration, make: Callable[[Declaration], _F]) -> _F:
+        """declare returns the metric of *decl*, made by *make* the first time.
+
+        Raises:
+            DuplicateMetricError: the name was declared before with another shape.
+            ConfigError: a declared label is also a common label.
+        """
+        with self._lock:
+            known = self._metrics.get(decl.name)
+            if known is not None:
+                old, metric = known
+                if old.shape != decl.shape:
+                    raise DuplicateMetricError(
+                        f"metric {decl.name!r} is already declared as {old.kind} "
+                        f"unit={old.unit!r} labels={old.labels} buckets={old.buckets}; "
+                        f"now as {decl.kind} unit={decl.unit!r} labels={decl.labels} "
+                        f"buckets={decl.buckets}"
+                    )
+                return cast("_F", metric)
+            clash = set(decl.labels) & set(self.common_names)
+            if clash:
+                raise ConfigError(
+                    f"metric {decl.name!r}: label(s) {sorted(clash)} are also common labels "
+                    f"from [service] labels",
+                    key="service.labels",
+                )
+            metric = make(decl)
+            self._metrics[decl.name] = (decl, metric)
+            folded = self._folded
+            if folded is not None and decl.labels and decl.name not in _SELF_NAMES:
+                # The metric's folded-label-sets series exists at zero from declaration, so a
+                # dashboard shows 0 rather than "no data".
+                folded.labels(decl.prometheus_name)
+            return metric
+
+    def metrics(self) -> list[tuple[Declaration, object]]:
+        """metrics lists the declared metrics in declaration order, for collection."""
+        return list(self._metrics.values())
+
+    def lookup(self, name: str) -> tuple[Declaration, object] | None:
+        """lookup finds a declared metric by base or Prometheus name."""
+        found = self._metrics.get(name)
+        if found is not None:
+            return found
+        for decl, metric in self._metrics.values():
+            if decl.prometheus_name == name:
+                return decl, metric
+        return None
+
+    def set_folded(self, counter: Counter) -> None:
+        """set_folded wires ``kitobs_label_sets_folded_total`` once the backend declared it."""
+        self._folded = counter
+
+    def folded(self, decl: Declaration, values: tuple[str, ...]) -> None:
+        """folded counts one label set folded into the overflow series; warns once per metric."""
+        folded = self._folded
+        if folded is not None and decl.name != LABEL_SETS_FOLDED.name:
+            folded.labels(decl.prometheus_name).add(1.0)
+        if decl.name not in self._warned:
+            self._warned.add(decl.name)
+            # Recording never raises into user code, not even through a broken logger.
+            with contextlib.suppress(Exception):
+                self.logger.log(
+                    "level",
+                    "warn",
+                    "msg",
+                    "metric has too many label sets; new ones fold into the overflow series",
+                    "metric",
+                    decl.prometheus_name,
+                    "max_label_sets",
+                    self.max_label_sets,
+                    "labels",
+                    dict(zip(decl.labels, values, strict=True)),
+                )

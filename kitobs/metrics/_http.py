@@ -1,0 +1,92 @@
+"""A small standalone HTTP server for exposition apps, and address parsing.
+
+`serve` runs WSGI apps by path on a loopback address in a daemon thread; `Server.close` stops
+it and frees the port, so a new server can bind the same port at once.
+"""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from kitobs.errors import ConfigError
+
+__all__ = ["Server", "parse_address", "serve", "route"]
+
+_WSGI = Callable[..., Iterable[bytes]]
+
+
+def parse_address(value: str, *, key: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """parse_address reads ``host:port`` (or ``:port``), e.g. ``127.0.0.1:9464``.
+
+    Raises:
+        ConfigError: not host:port, or the port is not 0..65535; the message names *key*.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            "is not host:port", key=key, value=value, allowed="host:port, e.g. 127.0.0.1:9464"
+        )
+    host = host.strip("[]") or default_host
+    if host == "0.0.0.0":
+        raise ConfigError(
+            "binding every interface is not allowed; name the interface", key=key, value=value
+        )
+    return host, int(port)
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Requests are not logged to stderr."""
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def route(routes: Mapping[str, _WSGI]) -> _WSGI:
+    """route dispatches by ``PATH_INFO`` to *routes*, 404 otherwise."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        target = routes.get(environ.get("PATH_INFO", "/") or "/")
+        if target is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        return target(environ, start_response)
+
+    return app
+
+
+class Server:
+    """Server serves WSGI apps on one address until `close`, e.g. ``serve(routes, addr)``."""
+
+    __slots__ = ("_server", "_thread", "address")
+
+    def __init__(self, routes: Mapping[str, _WSGI], host: str, port: int) -> None:
+        self._server = _ThreadingServer((host, port), _Quiet)
+        self._server.set_app(route(dict(routes)))
+        self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """close stops serving and frees the port; it is idempotent."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+
+
+def serve(routes: Mapping[str, _WSGI], address: str, *, key: str) -> Server:
+    """serve starts a `Server` on *address* (``host:port``, port 0 picks one)."""
+    host, port = parse_address(address, key=key)
+    try:
+        return Server(routes, host, port)
+    except OSError as err:
+        raise ConfigError(f"cannot listen: {err}", key=key, value=address) from None

@@ -1,0 +1,416 @@
+"""expvar: a JSON page of every metric, in the spirit of Go's ``/debug/vars``.
+
+The page holds the command line (arguments that look like credentials redacted), process facts,
+and every metric under its Prometheus name with its series' labels nested. Histograms report
+count, sum and the configured quantiles, computed from a log-bucket sketch with 0.5% relative
+error; the figures are cumulative since the process started (not windowed).
+
+Example::
+
+    >>> provider = Provider()
+    >>> jobs = provider.counter("jobs", help="Jobs run.", labels=("queue",))
+    >>> jobs.labels("fast").add(2)
+    >>> provider.snapshot()["metrics"]["jobs_total"]["series"]
+    [{'labels': {'queue': 'fast'}, 'value': 2.0}]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from kitobs.config import DEFAULT_REDACT_KEYS
+from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.metrics._declare import (
+    LOCK_FREE,
+    SELF_SIGNALS,
+    Bound,
+    Core,
+    CounterFamily,
+    Declaration,
+    Family,
+    GaugeFamily,
+    HistogramFamily,
+    Logger,
+    check_buckets,
+    declaration,
+    from_spec,
+)
+from kitobs.metrics._exposition import callback_samples
+from kitobs.metrics._http import Server, serve
+from kitobs.metrics._store import (
+    CounterValue,
+    GaugeValue,
+    LockedCounterValue,
+    LockedGaugeValue,
+)
+from kitobs.metrics.process import Collector as ProcessCollector
+
+if TYPE_CHECKING:
+    from kitobs.contract import MetricSpec
+    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
+    from kitobs.metrics import Counter as CounterProtocol
+
+__all__ = [
+    "Provider",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "Sketch",
+    "redact_cmdline",
+    "REDACTED",
+]
+
+#: REDACTED replaces a credential-looking value on the command line.
+REDACTED = "[REDACTED]"
+_ALPHA = 0.005  # relative accuracy of the sketch: quantiles within 0.5% of a true sample value
+_GAMMA = (1 + _ALPHA) / (1 - _ALPHA)
+_LOG_GAMMA = math.log(_GAMMA)
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def _secret_key(key: str, keys: Iterable[str]) -> bool:
+    key = key.lstrip("-").lower().replace("-", "_")
+    last = re.split(r"[_.]", key)[-1]
+    return any(k in (key, last) for k in keys)
+
+
+def redact_cmdline(argv: Sequence[str], keys: Iterable[str] = DEFAULT_REDACT_KEYS) -> list[str]:
+    """redact_cmdline hides credential-like arguments, e.g. ``--token=abc`` → ``--token=…``.
+
+    Covers ``--key=value``, ``--key value`` (the next argument), ``key=value`` and passwords in
+    URLs (``scheme://user:secret@host``).
+    """
+    keys = tuple(k.lower() for k in keys)
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        arg = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", arg)
+        name, sep, _value = arg.partition("=")
+        if sep and _secret_key(name, keys):
+            out.append(f"{name}={REDACTED}")
+        elif arg.startswith("-") and _secret_key(arg, keys):
+            out.append(arg)
+            hide_next = True
+        else:
+            out.append(arg)
+    return out
+
+
+class Sketch(Bound):
+    """Sketch is a histogram child keeping log-spaced buckets, e.g. for p99 within 0.5%.
+
+    Values ``v > 0`` land in bucket ``ceil(log(v) / log(gamma))``; zero and negative values are
+    kept apart (negatives mirrored). Count and sum are exact.
+    """
+
+    __slots__ = ("_family", "_lock", "count", "neg", "pos", "sum", "values", "zero")
+
+    def __init__(self, family: Family[Sketch], values: tuple[str, ...]) -> None:
+        self._family = family
+        self.values = values
+        self.pos: dict[int, int] = {}
+        self.neg: dict[int, int] = {}
+        self.zero = 0
+        self.count = 0
+        self.sum = 0.0
+        # The dict update below is a read-modify-write across calls (get, then store), so it is
+        # not safe lock-free even with the GIL: a lock is always taken.
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        """observe adds *value* to its bucket; NaN and infinities are ignored."""
+        if not math.isfinite(value):
+            return
+        with self._lock:
+            self.count += 1
+            self.sum += value
+            if value > 0.0:
+                i = math.ceil(math.log(value) / _LOG_GAMMA)
+                self.pos[i] = self.pos.get(i, 0) + 1
+            elif value < 0.0:
+                i = math.ceil(math.log(-value) / _LOG_GAMMA)
+                self.neg[i] = self.neg.get(i, 0) + 1
+            else:
+                self.zero += 1
+
+    def quantile(self, q: float) -> float:
+        """quantile estimates the *q* quantile (0..1), e.g. ``quantile(0.99)``; NaN if empty."""
+        with self._lock:
+            count = self.count
+            if count == 0:
+                return math.nan
+            rank = q * (count - 1)
+            seen = 0
+            for i in sorted(self.neg, reverse=True):
+                seen += self.neg[i]
+                if seen > rank:
+                    return -2.0 * _GAMMA**i / (_GAMMA + 1)
+            seen += self.zero
+            if seen > rank:
+                return 0.0
+            for i in sorted(self.pos):
+                seen += self.pos[i]
+                if seen > rank:
+                    return 2.0 * _GAMMA**i / (_GAMMA + 1)
+            return 2.0 * _GAMMA ** max(self.pos) / (_GAMMA + 1)
+
+
+#: Counter is an expvar counter.
+Counter = CounterFamily[CounterValue]
+#: Gauge is an expvar gauge.
+Gauge = GaugeFamily[GaugeValue]
+#: Histogram is an expvar histogram, of `Sketch` children.
+Histogram = HistogramFamily[Sketch]
+
+
+class Provider:
+    """Provider keeps metrics for a JSON page, e.g. ``expvar.Provider(quantiles=(0.5, 0.99))``.
+
+    Args:
+        quantiles: the quantiles reported for histograms.
+        common_labels: labels added to every series.
+        max_label_sets: distinct label sets per metric before folding.
+        logger: where the cardinality guard warns.
+        process_metrics: add process and runtime metrics to the page.
+        listen: ``host:port`` of a standalone server; empty serves nothing.
+        path: the page's path, ``/debug/vars`` by default.
+        argv: the command line shown (``sys.argv`` by default), redacted.
+    """
+
+    def __init__(
+        self,
+        *,
+        quantiles: Sequence[float] = (0.5, 0.9, 0.95, 0.99),
+        common_labels: Mapping[str, str] | None = None,
+        max_label_sets: int = 2000,
+        logger: Logger | None = None,
+        process_metrics: bool = False,
+        listen: str = "",
+        path: str = "/debug/vars",
+        argv: Sequence[str] | None = None,
+    ) -> None:
+        for q in quantiles:
+            if not 0.0 <= q <= 1.0:
+                from kitobs.errors import ConfigError
+
+                raise ConfigError(
+                    "a quantile is out of range",
+                    key="metrics.expvar.quantiles",
+                    value=q,
+                    allowed="0..1",
+                )
+        self.quantiles = tuple(quantiles)
+        self.path = path
+        self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
+        self._counter_cls = CounterValue if LOCK_FREE else LockedCounterValue
+        self._gauge_cls = GaugeValue if LOCK_FREE else LockedGaugeValue
+        self._process = ProcessCollector() if process_metrics else None
+        self._argv = redact_cmdline(list(sys.argv if argv is None else argv))
+        self._started = time.time()
+        self._dropped_family = self.declare(TELEMETRY_DROPPED)
+        for signal in SELF_SIGNALS:
+            self._dropped_family.labels(signal, "queue_full")
+        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._server: Server | None = None
+        if listen:
+            self._server = serve(self.wsgi_routes(), listen, key="metrics.expvar.listen")
+
+    def counter(
+        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
+    ) -> Counter:
+        """counter declares a counter, e.g. ``counter("jobs", help="Jobs run.")``."""
+        return cast(
+            "Counter", self._make(declaration(name, "counter", help=help, unit=unit, labels=labels))
+        )
+
+    def gauge(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        callback: GaugeCallback | None = None,
+    ) -> Gauge:
+        """gauge declares a gauge; a *callback* is read when the page is rendered."""
+        gauge = cast(
+            "Gauge", self._make(declaration(name, "gauge", help=help, unit=unit, labels=labels))
+        )
+        if callback is not None:
+            gauge.callback = callback
+        return gauge
+
+    def histogram(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] | None = None,
+    ) -> Histogram:
+        """histogram declares a histogram; buckets are validated but quantiles are reported."""
+        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
+        return cast("Histogram", self._make(decl))
+
+    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
+        """declare declares a contract metric, e.g. ``declare(contract.ENDPOINT_DURATION)``."""
+        return cast("InstrumentT", self._make(from_spec(spec)))
+
+    def dropped(self, signal: str, reason: str) -> CounterProtocol:
+        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
+        return self._dropped_family.labels(signal, reason)
+
+    def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
+        def make(d: Declaration) -> Counter | Gauge | Histogram:
+            fam: Counter | Gauge | Histogram
+            if d.kind == "counter":
+                cc = self._counter_cls
+                fam = CounterFamily(d, self._core, lambda f, v: cc(f, v, ""))
+            elif d.kind == "gauge":
+                gc = self._gauge_cls
+                fam = GaugeFamily(d, self._core, lambda f, v: gc(f, v, ""))
+            else:
+                check_buckets(d.name, d.buckets or ())
+                fam = HistogramFamily(d, self._core, Sketch)
+            if not d.labels:
+                fam.default()
+            return fam
+
+        return self._core.declare(decl, make)
+
+    # --- the page -----------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """snapshot builds the page as a dict: ``cmdline``, ``process`` and ``metrics``."""
+        core = self._core
+        metrics: dict[str, Any] = {}
+        for decl, fam in core.metrics():
+            if isinstance(fam, Family):
+                metrics[decl.prometheus_name] = self._metric(decl, fam)
+        if self._process is not None:
+            for decl, samples in self._process.collect():
+                metrics[decl.prometheus_name] = {
+                    "type": decl.kind,
+                    "help": decl.help,
+                    "series": [
+                        {"labels": self._labels(decl, values), "value": value}
+                        for values, value in samples
+                    ],
+                }
+        return {
+            "cmdline": self._argv,
+            "process": {
+                "pid": os.getpid(),
+                "ppid": os.getppid(),
+                "hostname": socket.gethostname(),
+                "python": sys.version.split()[0],
+                "implementation": sys.implementation.name,
+                "start_time_seconds": self._started,
+                "uptime_seconds": time.time() - self._started,
+                "threads": threading.active_count(),
+            },
+            "metrics": metrics,
+        }
+
+    def _labels(self, decl: Declaration, values: tuple[str, ...]) -> dict[str, str]:
+        core = self._core
+        pairs = zip(core.common_names + decl.labels, core.common_values + values, strict=True)
+        return {k: v for k, v in pairs if v != ""}
+
+    def _metric(self, decl: Declaration, fam: Family[object]) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": decl.kind, "help": decl.help}
+        if decl.unit:
+            out["unit"] = decl.unit
+        series: list[dict[str, Any]] = []
+        if fam.callback is not None:
+            for values, value in callback_samples(fam):
+                series.append({"labels": self._labels(decl, values), "value": value})
+        else:
+            for values, child in tuple(fam.series.items()):
+                entry: dict[str, Any] = {"labels": self._labels(decl, values)}
+                if isinstance(child, Sketch):
+                    entry["count"] = child.count
+                    entry["sum"] = child.sum
+                    entry["quantiles"] = {
+                        repr(q): _finite(child.quantile(q)) for q in self.quantiles
+                    }
+                    entry["cumulative"] = True
+                elif isinstance(child, CounterValue | GaugeValue):
+                    entry["value"] = child.value
+                series.append(entry)
+        out["series"] = series
+        return out
+
+    def page(self) -> bytes:
+        """page renders the snapshot as JSON bytes."""
+        return json.dumps(self.snapshot(), indent=1, sort_keys=False, default=str).encode()
+
+    def wsgi_app(
+        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """wsgi_app serves the page (WSGI)."""
+        body = self.page()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    async def asgi_app(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Any],
+        send: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        """asgi_app serves the page (ASGI 3)."""
+        if scope.get("type") != "http":
+            return
+        body = await asyncio.to_thread(self.page)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def wsgi_routes(self) -> dict[str, WSGIApp]:
+        """wsgi_routes maps the page's path to its WSGI app, e.g. ``{"/debug/vars": app}``."""
+        return {self.path: self.wsgi_app}
+
+    def asgi_routes(self) -> dict[str, ASGIApp]:
+        """asgi_routes maps the page's path to its ASGI app."""
+        return {self.path: self.asgi_app}
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """address is the standalone server's (host, port), or None without ``listen``."""
+        return self._server.address if self._server is not None else None
+
+    def close(self) -> None:
+        """close stops the standalone server, freeing its port."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -1,0 +1,549 @@
+"""multiprocess: Prometheus metrics for pre-fork servers (gunicorn, uWSGI), one total per scrape.
+
+Each process writes its values through to its own memory-mapped file in a shared directory and
+holds an ``flock`` on it while it lives. A scrape, served by any worker, sums every file. Files
+whose lock is free belong to processes that have exited: their counters and histograms are
+merged into ``archive.json`` (so requests served by a worker that has since exited still count)
+and the files are deleted, so they do not pile up. Gauges of exited processes are dropped; a
+gauge is the sum over live processes (e.g. requests in flight).
+
+No environment variable is needed before import: pass the directory (``[metrics.prometheus]
+multiprocess_dir``); it is created if missing. A provider built before ``fork()`` (gunicorn
+``--preload``) starts a fresh file, at zero, in each child. Exemplars and ``_created`` series are
+not available in this mode.
+
+Example::
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     provider = Provider(d)
+    ...     provider.counter("jobs", help="Jobs run.").add(3)
+    ...     b"jobs_total 3.0" in provider.exposition()
+    ...     provider.close()
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import fcntl
+import json
+import math
+import mmap
+import os
+import struct
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.errors import ConfigError
+from kitobs.metrics._declare import (
+    SELF_SIGNALS,
+    Bound,
+    Core,
+    CounterFamily,
+    Declaration,
+    Family,
+    GaugeFamily,
+    HistogramFamily,
+    Logger,
+    declaration,
+    from_spec,
+)
+from kitobs.metrics._exposition import (
+    OPENMETRICS,
+    TEXT,
+    callback_samples,
+    escape_help,
+    label_block,
+    negotiate,
+)
+from kitobs.metrics._http import Server, serve
+from kitobs.metrics._store import fmt
+from kitobs.metrics.process import Collector as ProcessCollector
+
+if TYPE_CHECKING:
+    from kitobs.contract import MetricSpec
+    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
+    from kitobs.metrics import Counter as CounterProtocol
+
+__all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot"]
+
+_HEADER = 8  # bytes used, as a little-endian uint64
+_INITIAL = 1 << 16
+_ARCHIVE = "archive.json"
+_SUFFIX = ".kitobs"
+
+
+class _File:
+    """One process's value file: entries of (key length, key, padding, float64)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / f"{os.getpid()}-{uuid.uuid4().hex}{_SUFFIX}"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while this process lives
+        self.size = _INITIAL
+        os.ftruncate(self.fd, self.size)
+        self.mm = mmap.mmap(self.fd, self.size)
+        self.used = _HEADER
+        struct.pack_into("<Q", self.mm, 0, self.used)
+        self.offsets: dict[str, int] = {}
+
+    def slot(self, key: str) -> int:
+        """slot gives the offset of *key*'s value, appending an entry the first time."""
+        off = self.offsets.get(key)
+        if off is not None:
+            return off
+        raw = key.encode()
+        padded = (4 + len(raw) + 7) // 8 * 8
+        need = self.used + padded + 8
+        while need > self.size:
+            self.size *= 2
+            os.ftruncate(self.fd, self.size)
+            self.mm.close()
+            self.mm = mmap.mmap(self.fd, self.size)
+        struct.pack_into(f"<I{len(raw)}s", self.mm, self.used, len(raw), raw)
+        off = self.used + padded
+        struct.pack_into("<d", self.mm, off, 0.0)
+        self.used = need
+        struct.pack_into("<Q", self.mm, 0, self.used)  # published last: readers see whole entries
+        self.offsets[key] = off
+        return off
+
+    def close(self, *, delete: bool = False) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            self.mm.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        if delete:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+def _read(path: Path) -> Iterator[tuple[str, float]]:
+    """Yield (key, value) of a value file, tolerating one being written."""
+    with path.open("rb") as fh:
+        data = fh.read()
+    if len(data) < _HEADER:
+        return
+    used = min(struct.unpack_from("<Q", data, 0)[0], len(data))
+    pos = _HEADER
+    while pos + 4 <= used:
+        (n,) = struct.unpack_from("<I", data, pos)
+        padded = (4 + n + 7) // 8 * 8
+        if pos + padded + 8 > used:
+            break
+        key = data[pos + 4 : pos + 4 + n].decode()
+        (value,) = struct.unpack_from("<d", data, pos + padded)
+        yield key, value
+        pos += padded + 8
+
+
+class Slot(Bound):
+    """Slot is one series of a multi-process metric, written through to this process's file."""
+
+    __slots__ = ("_family", "_keys", "_offsets", "_owner", "bounds", "values")
+
+    def __init__(
+        self,
+        family: Family[Slot],
+        values: tuple[str, ...],
+        owner: Provider,
+        keys: tuple[str, ...],
+        bounds: tuple[float, ...],
+    ) -> None:
+        self._family = family
+        self.values = values
+        self._owner = owner
+        self._keys = keys  # counter/gauge: (value,); histogram: buckets..., +Inf, sum
+        self.bounds = bounds
+        self._offsets = owner.slots(keys)
+
+    def add(self, delta: float = 1.0) -> None:
+        """add changes the value (a counter ignores negative deltas)."""
+        if delta < 0.0 and self._family.decl.kind == "counter":
+            return
+        self._owner.write(self, 0, delta, False)
+
+    def set(self, value: float) -> None:
+        """set replaces a gauge's value."""
+        self._owner.write(self, 0, value, True)
+
+    def observe(self, value: float) -> None:
+        """observe counts *value* in its bucket and adds it to the sum; NaN is ignored."""
+        if value == value:
+            self._owner.observe(self, bisect.bisect_left(self.bounds, value), value)
+
+
+#: Counter is a multi-process counter.
+Counter = CounterFamily[Slot]
+#: Gauge is a multi-process gauge (summed over live processes).
+Gauge = GaugeFamily[Slot]
+#: Histogram is a multi-process histogram.
+Histogram = HistogramFamily[Slot]
+
+
+def _after_fork(ref: weakref.ref[Provider]) -> None:
+    provider = ref()
+    if provider is not None:
+        provider._reopen()
+
+
+class Provider:
+    """Provider keeps Prometheus metrics shared by the processes of one server.
+
+    Args:
+        directory: the shared directory, e.g. ``/run/myapp/metrics``; created if missing.
+        common_labels, max_label_sets, logger, process_metrics, listen, path: as
+            `kitobs.metrics.prometheus.Provider` (process metrics are this process's).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        common_labels: Mapping[str, str] | None = None,
+        max_label_sets: int = 2000,
+        logger: Logger | None = None,
+        process_metrics: bool = False,
+        listen: str = "",
+        path: str = "/metrics",
+    ) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot create the directory: {err}",
+                key="metrics.prometheus.multiprocess_dir",
+                value=str(directory),
+            ) from None
+        self.path = path
+        self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
+        # One lock for every write: a write is a read-modify-write of the file (and the file
+        # may be remapped when it grows), so the GIL alone does not make it safe.
+        self._lock = threading.Lock()
+        self._file = _File(self.directory)
+        self._slots: list[Slot] = []
+        self._process = ProcessCollector() if process_metrics else None
+        self._closed = False
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        self.collect_dead()
+        self._dropped_family = self.declare(TELEMETRY_DROPPED)
+        for signal in SELF_SIGNALS:
+            self._dropped_family.labels(signal, "queue_full")
+        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._server: Server | None = None
+        if listen:
+            self._server = serve(self.wsgi_routes(), listen, key="metrics.prometheus.listen")
+
+    # --- declaring ------------------------------------------------------------------------
+
+    def counter(
+        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
+    ) -> Counter:
+        """counter declares a counter summed over every process, live or exited."""
+        decl = declaration(name, "counter", help=help, unit=unit, labels=labels)
+        return cast("Counter", self._make(decl))
+
+    def gauge(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        callback: GaugeCallback | None = None,
+    ) -> Gauge:
+        """gauge declares a gauge summed over live processes; a *callback* is this process's."""
+        decl = declaration(name, "gauge", help=help, unit=unit, labels=labels)
+        gauge = cast("Gauge", self._make(decl))
+        if callback is not None:
+            gauge.callback = callback
+        return gauge
+
+    def histogram(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] | None = None,
+    ) -> Histogram:
+        """histogram declares a histogram summed over every process."""
+        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
+        return cast("Histogram", self._make(decl))
+
+    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
+        """declare declares a contract metric."""
+        return cast("InstrumentT", self._make(from_spec(spec)))
+
+    def dropped(self, signal: str, reason: str) -> CounterProtocol:
+        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
+        return self._dropped_family.labels(signal, reason)
+
+    def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
+        def child(family: Family[Slot], values: tuple[str, ...]) -> Slot:
+            d = family.decl
+            head = [d.prometheus_name, d.kind, d.help, list(d.labels), list(values)]
+            if d.kind == "histogram":
+                bounds = d.buckets or ()
+                les = [*(fmt(b) for b in bounds), "+Inf"]
+                keys = (
+                    *(json.dumps([*head, "le", le]) for le in les),
+                    json.dumps([*head, "sum", ""]),
+                )
+                return Slot(family, values, self, keys, bounds)
+            return Slot(family, values, self, (json.dumps([*head, "", ""]),), ())
+
+        def make(d: Declaration) -> Counter | Gauge | Histogram:
+            fam: Counter | Gauge | Histogram
+            if d.kind == "counter":
+                fam = CounterFamily(d, self._core, child)
+            elif d.kind == "gauge":
+                fam = GaugeFamily(d, self._core, child)
+            else:
+                fam = HistogramFamily(d, self._core, child)
+            if not d.labels:
+                fam.default()
+            return fam
+
+        return self._core.declare(decl, make)
+
+    # --- the file -------------------------------------------------------------------------
+
+    def slots(self, keys: tuple[str, ...]) -> list[int]:
+        """slots gives the file offsets of *keys* (used by `Slot`)."""
+        with self._lock:
+            return [self._file.slot(k) for k in keys]
+
+    def write(self, slot: Slot, index: int, value: float, replace: bool) -> None:
+        """write adds *value* to (or with *replace*, sets) one value of *slot*."""
+        with self._lock:
+            f = self._file
+            if self._closed:
+                return
+            off = slot._offsets[index]
+            if not replace:
+                value += struct.unpack_from("<d", f.mm, off)[0]
+            struct.pack_into("<d", f.mm, off, value)
+
+    def observe(self, slot: Slot, bucket: int, value: float) -> None:
+        """observe counts one observation in *bucket* and adds *value* to the sum."""
+        with self._lock:
+            if self._closed:
+                return
+            mm = self._file.mm
+            off = slot._offsets[bucket]
+            struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + 1.0)
+            off = slot._offsets[-1]
+            struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + value)
+
+    def _reopen(self) -> None:
+        """In a forked child: a fresh lock and file, every series back at zero."""
+        self._lock = threading.Lock()
+        old = self._file
+        with contextlib.suppress(ValueError, OSError):
+            old.mm.close()
+        with contextlib.suppress(OSError):
+            os.close(old.fd)  # the parent keeps its own descriptor, lock and file
+        self._file = _File(self.directory)
+        for _decl, fam in self._core.metrics():
+            if isinstance(fam, Family):
+                for slot in tuple(fam.series.values()):
+                    slot._offsets = [self._file.slot(k) for k in slot._keys]
+        self._server = None  # the standalone server's thread does not survive fork
+
+    def collect_dead(self) -> None:
+        """collect_dead merges files of exited processes into the archive and deletes them."""
+        lock_path = self.directory / ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            dead: list[Path] = []
+            for path in self.directory.glob("*" + _SUFFIX):
+                if path == self._file.path:
+                    continue
+                if self._is_dead(path):
+                    dead.append(path)
+            if not dead:
+                return
+            archive = self._archive()
+            for path in dead:
+                for key, value in _read(path):
+                    if json.loads(key)[1] != "gauge":
+                        archive[key] = archive.get(key, 0.0) + value
+            tmp = self.directory / f".{_ARCHIVE}.{os.getpid()}"
+            tmp.write_text(json.dumps(archive))
+            tmp.replace(self.directory / _ARCHIVE)
+            for path in dead:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    @staticmethod
+    def _is_dead(path: Path) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return False  # its owner holds the lock: alive
+        else:
+            return True
+        finally:
+            os.close(fd)
+
+    def _archive(self) -> dict[str, float]:
+        try:
+            data = json.loads((self.directory / _ARCHIVE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): float(v) for k, v in data.items()}
+
+    def totals(self) -> dict[str, float]:
+        """totals sums every process's values by key (after merging exited ones)."""
+        self.collect_dead()
+        lock_path = self.directory / ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # no merge runs while the files are read
+            total = self._archive()
+            for path in self.directory.glob("*" + _SUFFIX):
+                with contextlib.suppress(OSError):
+                    for key, value in _read(path):
+                        total[key] = total.get(key, 0.0) + value
+            return total
+        finally:
+            os.close(fd)
+
+    # --- exposition -------------------------------------------------------------------------
+
+    def exposition(self, *, openmetrics: bool = False) -> bytes:
+        """exposition renders the totals of every process as text 0.0.4 or OpenMetrics."""
+        groups: dict[str, tuple[str, str, dict[tuple[tuple[str, ...], tuple[str, ...]], Any]]] = {}
+        for key, value in self.totals().items():
+            name, kind, help_text, names, values, part, le = json.loads(key)
+            _, _, series = groups.setdefault(name, (kind, help_text, {}))
+            sk = (tuple(names), tuple(values))
+            if kind == "histogram":
+                entry = series.setdefault(sk, {"le": {}, "sum": 0.0})
+                if part == "le":
+                    entry["le"][le] = entry["le"].get(le, 0.0) + value
+                else:
+                    entry["sum"] += value
+            else:
+                series[sk] = series.get(sk, 0.0) + value
+        # Gauges with a callback (this process's reading) and process metrics are rendered from
+        # samples; whatever their series wrote to the files is left out.
+        sampled: list[tuple[Declaration, list[tuple[tuple[str, ...], float]]]] = [
+            (decl, callback_samples(fam))
+            for decl, fam in self._core.metrics()
+            if isinstance(fam, Family) and fam.callback is not None
+        ]
+        if self._process is not None:
+            sampled.extend(self._process.collect())
+        skip = {decl.prometheus_name for decl, _ in sampled}
+        for decl, fam in self._core.metrics():  # declared here but never written anywhere
+            if isinstance(fam, Family) and decl.prometheus_name not in groups:
+                groups[decl.prometheus_name] = (decl.kind, decl.help, {})
+        out: list[str] = []
+        cn, cv = self._core.common_names, self._core.common_values
+        for name, (kind, help_text, series) in groups.items():
+            if name in skip:
+                continue
+            fam_name = name[: -len("_total")] if openmetrics and kind == "counter" else name
+            out.append(f"# HELP {fam_name} {escape_help(help_text)}\n# TYPE {fam_name} {kind}\n")
+            for (names, values), v in series.items():
+                block = label_block(cn + names, cv + values)
+                if kind != "histogram":
+                    out.append(f"{name}{{{block}}} {fmt(v)}\n" if block else f"{name} {fmt(v)}\n")
+                    continue
+                running = 0.0
+                sep = "," if block else ""
+                les = sorted(
+                    v["le"].items(), key=lambda kv: math.inf if kv[0] == "+Inf" else float(kv[0])
+                )
+                for le, count in les:
+                    running += count
+                    out.append(f'{name}_bucket{{{block}{sep}le="{le}"}} {fmt(running)}\n')
+                body = f"{{{block}}}" if block else ""
+                out.append(f"{name}_sum{body} {fmt(v['sum'])}\n{name}_count{body} {fmt(running)}\n")
+        for decl, samples in sampled:
+            pname = decl.prometheus_name
+            fam_name = pname[: -len("_total")] if openmetrics and decl.kind == "counter" else pname
+            out.append(
+                f"# HELP {fam_name} {escape_help(decl.help)}\n# TYPE {fam_name} {decl.kind}\n"
+            )
+            for values, value in samples:
+                block = label_block(cn + decl.labels, cv + values)
+                out.append(
+                    f"{pname}{{{block}}} {fmt(value)}\n" if block else f"{pname} {fmt(value)}\n"
+                )
+        if openmetrics:
+            out.append("# EOF\n")
+        return "".join(out).encode()
+
+    def wsgi_app(
+        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """wsgi_app serves the summed exposition (WSGI)."""
+        om = negotiate(environ.get("HTTP_ACCEPT", ""))
+        body = self.exposition(openmetrics=om)
+        start_response(
+            "200 OK",
+            [("Content-Type", OPENMETRICS if om else TEXT), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    async def asgi_app(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Any],
+        send: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        """asgi_app serves the summed exposition (ASGI 3)."""
+        if scope.get("type") != "http":
+            return
+        accept = ""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"accept":
+                accept = value.decode("latin-1")
+        om = negotiate(accept)
+        body = await asyncio.to_thread(self.exposition, openmetrics=om)
+        ctype = (OPENMETRICS if om else TEXT).encode()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def wsgi_routes(self) -> dict[str, WSGIApp]:
+        """wsgi_routes maps the exposition path to its WSGI app."""
+        return {self.path: self.wsgi_app}
+
+    def asgi_routes(self) -> dict[str, ASGIApp]:
+        """asgi_routes maps the exposition path to its ASGI app."""
+        return {self.path: self.asgi_app}
+
+    def close(self) -> None:
+        """close stops the server and releases this process's file (its values stay counted)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._file.mm.flush()
+            self._file.close()  # releases the flock: the next scrape archives the file

@@ -1,0 +1,271 @@
+"""otel: metrics recorded through the OpenTelemetry metrics API on a MeterProvider.
+
+Pass the ``MeterProvider`` (``otel.Provider(meter_provider)``), or let this module build one
+with your metric readers; OpenTelemetry's global provider is used only with
+``use_global=True``. Instruments get the dotted semantic-convention names
+(``http.server.request.duration``), dotted attribute names (``http.request.method``) and UCUM
+units (``s``, ``By``); histograms pass their buckets as advisory boundaries, so durations stay in
+seconds. Counters and histograms record through OTel instruments; a gauge keeps its value here
+(it supports both ``set`` and ``add``) and is reported by an observable gauge.
+
+Example::
+
+    >>> from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    >>> reader = InMemoryMetricReader()
+    >>> provider = Provider(metric_readers=[reader])
+    >>> provider.counter("jobs", help="Jobs run.").add(2)
+    >>> [m.name for rm in reader.get_metrics_data().resource_metrics
+    ...  for sm in rm.scope_metrics for m in sm.metrics if m.name == "jobs"]
+    ['jobs']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+
+from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED, otel_attribute
+from kitobs.metrics._declare import (
+    LOCK_FREE,
+    SELF_SIGNALS,
+    Bound,
+    Core,
+    CounterFamily,
+    Declaration,
+    Family,
+    GaugeFamily,
+    HistogramFamily,
+    Logger,
+    declaration,
+    from_spec,
+)
+from kitobs.metrics._exposition import callback_samples
+from kitobs.metrics._store import GaugeValue, LockedGaugeValue
+from kitobs.metrics.process import Collector as ProcessCollector
+
+if TYPE_CHECKING:
+    from kitobs.contract import MetricSpec
+    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
+    from kitobs.metrics import Counter as CounterProtocol
+
+__all__ = ["Provider", "Counter", "Gauge", "Histogram", "CounterChild", "HistogramChild", "UNITS"]
+
+#: UNITS maps a kitobs unit to its UCUM code, e.g. ``seconds`` → ``s``.
+UNITS: dict[str, str] = {"": "", "seconds": "s", "bytes": "By", "ratio": "1"}
+
+
+class CounterChild(Bound):
+    """CounterChild adds to an OTel Counter with this series' attributes."""
+
+    __slots__ = ("_add", "_attrs", "_family")
+
+    def __init__(self, family: Family[CounterChild], inst: Any, attrs: Mapping[str, str]) -> None:
+        self._family = family
+        self._add = inst.add
+        self._attrs = dict(attrs)
+        inst.add(0, self._attrs)  # a bound series exists at zero, as in Prometheus
+
+    def add(self, delta: float = 1.0) -> None:
+        """add adds *delta* (not negative) through the OTel instrument."""
+        if delta >= 0.0:
+            self._add(delta, self._attrs)
+
+
+class HistogramChild(Bound):
+    """HistogramChild records on an OTel Histogram with this series' attributes."""
+
+    __slots__ = ("_attrs", "_family", "_record")
+
+    def __init__(self, family: Family[HistogramChild], inst: Any, attrs: Mapping[str, str]) -> None:
+        self._family = family
+        self._record = inst.record
+        self._attrs = dict(attrs)
+
+    def observe(self, value: float) -> None:
+        """observe records *value* through the OTel instrument; NaN is ignored."""
+        if value == value:
+            self._record(value, self._attrs)
+
+
+#: Counter is an otel counter.
+Counter = CounterFamily[CounterChild]
+#: Gauge is an otel gauge, kept here and observed.
+Gauge = GaugeFamily[GaugeValue]
+#: Histogram is an otel histogram.
+Histogram = HistogramFamily[HistogramChild]
+
+
+class Provider:
+    """Provider records through OpenTelemetry, e.g. ``otel.Provider(meter_provider)``.
+
+    Args:
+        meter_provider: the MeterProvider to use; built from *metric_readers* when None.
+        metric_readers: readers of a MeterProvider built here, e.g. a periodic exporter.
+        use_global: use OpenTelemetry's global MeterProvider (only if *meter_provider* is None).
+        common_labels: attributes added to every series.
+        max_label_sets: distinct label sets per metric before folding.
+        logger: where the cardinality guard warns.
+        process_metrics: report process and runtime metrics as observable instruments.
+        scope: the instrumentation scope name.
+    """
+
+    def __init__(
+        self,
+        meter_provider: Any = None,
+        *,
+        metric_readers: Sequence[MetricReader] = (),
+        use_global: bool = False,
+        common_labels: Mapping[str, str] | None = None,
+        max_label_sets: int = 2000,
+        logger: Logger | None = None,
+        process_metrics: bool = False,
+        scope: str = "kitobs",
+    ) -> None:
+        self._owned: MeterProvider | None = None
+        if meter_provider is None:
+            if use_global:
+                meter_provider = otel_metrics.get_meter_provider()
+            else:
+                self._owned = meter_provider = MeterProvider(metric_readers=list(metric_readers))
+        self.meter_provider = meter_provider
+        self._meter = meter_provider.get_meter(scope)
+        self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
+        self._gauge_cls = GaugeValue if LOCK_FREE else LockedGaugeValue
+        self._dropped_family = self.declare(TELEMETRY_DROPPED)
+        for signal in SELF_SIGNALS:
+            self._dropped_family.labels(signal, "queue_full")
+        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        if process_metrics:
+            self._process_instruments(ProcessCollector())
+
+    def counter(
+        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
+    ) -> Counter:
+        """counter declares an OTel Counter, e.g. ``counter("jobs", help="Jobs run.")``."""
+        return cast(
+            "Counter",
+            self._make(declaration(name, "counter", help=help, unit=unit, labels=labels)),
+        )
+
+    def gauge(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        callback: GaugeCallback | None = None,
+    ) -> Gauge:
+        """gauge declares a gauge reported by an OTel observable gauge."""
+        gauge = cast(
+            "Gauge", self._make(declaration(name, "gauge", help=help, unit=unit, labels=labels))
+        )
+        if callback is not None:
+            gauge.callback = callback
+        return gauge
+
+    def histogram(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] | None = None,
+    ) -> Histogram:
+        """histogram declares an OTel Histogram with the buckets as advisory boundaries."""
+        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
+        return cast("Histogram", self._make(decl))
+
+    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
+        """declare declares a contract metric under its semantic-convention name."""
+        return cast("InstrumentT", self._make(from_spec(spec)))
+
+    def dropped(self, signal: str, reason: str) -> CounterProtocol:
+        """dropped gives ``kitobs.telemetry.dropped{signal,reason}``'s bound child."""
+        return self._dropped_family.labels(signal, reason)
+
+    def wsgi_routes(self) -> dict[str, WSGIApp]:
+        """wsgi_routes is empty: this backend serves no page."""
+        return {}
+
+    def asgi_routes(self) -> dict[str, ASGIApp]:
+        """asgi_routes is empty: this backend serves no page."""
+        return {}
+
+    def close(self) -> None:
+        """close shuts down a MeterProvider built here (a final export); others are left alone."""
+        if self._owned is not None:
+            self._owned.shutdown()
+            self._owned = None
+
+    def _attrs(self, decl: Declaration, values: tuple[str, ...]) -> dict[str, str]:
+        core = self._core
+        attrs = {otel_attribute(k): v for k, v in core.common}
+        for name, value in zip(decl.labels, values, strict=True):
+            if value != "":  # an unbound label is absent, as in Prometheus
+                attrs[otel_attribute(name)] = value
+        return attrs
+
+    def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
+        def make(d: Declaration) -> Counter | Gauge | Histogram:
+            unit = UNITS.get(d.unit, d.unit)
+            if d.kind == "counter":
+                inst = self._meter.create_counter(d.otel_name, unit=unit, description=d.help)
+
+                def counter_child(f: Family[CounterChild], v: tuple[str, ...]) -> CounterChild:
+                    return CounterChild(f, inst, self._attrs(d, v))
+
+                return CounterFamily(d, self._core, counter_child)
+            if d.kind == "histogram":
+                hist = self._meter.create_histogram(
+                    d.otel_name,
+                    unit=unit,
+                    description=d.help,
+                    explicit_bucket_boundaries_advisory=list(d.buckets or ()),
+                )
+
+                def hist_child(f: Family[HistogramChild], v: tuple[str, ...]) -> HistogramChild:
+                    return HistogramChild(f, hist, self._attrs(d, v))
+
+                return HistogramFamily(d, self._core, hist_child)
+            gc = self._gauge_cls
+            fam: Gauge = GaugeFamily(d, self._core, lambda f, v: gc(f, v, ""))
+
+            def observe(_options: CallbackOptions) -> Iterable[Observation]:
+                if fam.callback is not None:
+                    samples = callback_samples(fam)
+                else:
+                    samples = [(c.values, c.value) for c in tuple(fam.series.values())]
+                return [Observation(value, self._attrs(d, values)) for values, value in samples]
+
+            self._meter.create_observable_gauge(
+                d.otel_name, callbacks=[observe], unit=unit, description=d.help
+            )
+            return fam
+
+        return self._core.declare(decl, make)
+
+    def _process_instruments(self, collector: ProcessCollector) -> None:
+        for decl in collector.declarations():
+
+            def observe(_options: CallbackOptions, d: Declaration = decl) -> Iterable[Observation]:
+                for got, samples in collector.collect():
+                    if got.name == d.name:
+                        return [Observation(v, self._attrs(d, values)) for values, v in samples]
+                return []
+
+            unit = UNITS.get(decl.unit, decl.unit)
+            if decl.kind == "counter":
+                self._meter.create_observable_counter(
+                    decl.prometheus_name, callbacks=[observe], unit=unit, description=decl.help
+                )
+            else:
+                self._meter.create_observable_gauge(
+                    decl.prometheus_name, callbacks=[observe], unit=unit, description=decl.help
+                )

@@ -1,0 +1,355 @@
+"""prometheus: metrics kept in kitobs' own registry and served in the Prometheus formats.
+
+The exposition is text format 0.0.4 (``promtool check metrics`` clean) or OpenMetrics 1.0 when
+the scraper asks for it (``Accept: application/openmetrics-text``); only OpenMetrics carries
+exemplars. ``_created`` series appear only with ``created_series=True``. Serve it with
+`Provider.wsgi_app` / `Provider.asgi_app` on the application's own server, or with a standalone
+server (``listen="127.0.0.1:9464"``) that `Provider.close` stops. To expose the metrics through a
+prometheus_client registry you already have, register `Provider.collector` on it
+(``Provider(registry=...)`` does that).
+
+Example::
+
+    >>> provider = Provider()
+    >>> jobs = provider.counter("jobs", help="Jobs run.", labels=("queue",))
+    >>> jobs.labels("fast").add(2)
+    >>> b'jobs_total{queue="fast"} 2.0' in provider.exposition()
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.metrics._declare import (
+    SELF_SIGNALS,
+    Core,
+    CounterFamily,
+    Declaration,
+    Family,
+    GaugeFamily,
+    HistogramFamily,
+    Logger,
+    declaration,
+    from_spec,
+)
+from kitobs.metrics._exposition import (
+    OPENMETRICS,
+    TEXT,
+    callback_samples,
+    histogram_prefixes,
+    label_block,
+    negotiate,
+    render,
+    sample_prefix,
+)
+from kitobs.metrics._http import Server, serve
+from kitobs.metrics._store import CounterValue, GaugeValue, HistogramValue, children
+from kitobs.metrics.process import Collector as ProcessCollector
+
+if TYPE_CHECKING:
+    from kitobs.contract import MetricSpec
+    from kitobs.metrics import (
+        ASGIApp,
+        ExemplarContext,
+        GaugeCallback,
+        InstrumentT,
+        WSGIApp,
+    )
+    from kitobs.metrics import (
+        Counter as CounterProtocol,
+    )
+
+__all__ = [
+    "Provider",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "Collector",
+]
+
+#: Counter is a prometheus counter: a family of `CounterValue` children.
+Counter = CounterFamily[CounterValue]
+#: Gauge is a prometheus gauge: a family of `GaugeValue` children.
+Gauge = GaugeFamily[GaugeValue]
+#: Histogram is a prometheus histogram: a family of `HistogramValue` children.
+Histogram = HistogramFamily[HistogramValue]
+
+_Start = Callable[..., Any]
+
+
+class Provider:
+    """Provider keeps metrics for Prometheus to scrape, e.g. ``prometheus.Provider()``.
+
+    Args:
+        common_labels: labels added to every series, e.g. ``{"env": "prod"}``.
+        max_label_sets: distinct label sets per metric before folding (cardinality guard).
+        logger: where the guard warns; a nop by default.
+        exemplar_context: returns (trace_id, span_id) of the current sampled span; histograms
+            then keep the latest exemplar per bucket (OpenMetrics only).
+        created_series: expose ``_created`` series.
+        process_metrics: expose process and runtime metrics.
+        registry: a prometheus_client ``CollectorRegistry`` to register `collector` on.
+        listen: ``host:port`` of a standalone exposition server; empty serves nothing.
+        path: the exposition path, ``/metrics`` by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        common_labels: Mapping[str, str] | None = None,
+        max_label_sets: int = 2000,
+        logger: Logger | None = None,
+        exemplar_context: ExemplarContext | None = None,
+        created_series: bool = False,
+        process_metrics: bool = False,
+        registry: Any = None,
+        listen: str = "",
+        path: str = "/metrics",
+    ) -> None:
+        self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
+        self._kinds = children(exemplar_context)
+        self._created = created_series
+        self._process = ProcessCollector() if process_metrics else None
+        self.path = path
+        self._dropped_family = self.declare(TELEMETRY_DROPPED)
+        for signal in SELF_SIGNALS:
+            self._dropped_family.labels(signal, "queue_full")
+        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._registry = registry
+        self._collector: Collector | None = None
+        if registry is not None:
+            self._collector = self.collector()
+            registry.register(self._collector)
+        self._server: Server | None = None
+        if listen:
+            self._server = serve(self.wsgi_routes(), listen, key="metrics.prometheus.listen")
+
+    # --- declaring ------------------------------------------------------------------------
+
+    def counter(
+        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
+    ) -> Counter:
+        """counter declares a counter, e.g. ``counter("jobs", help="Jobs run.")``."""
+        return self._counter(declaration(name, "counter", help=help, unit=unit, labels=labels))
+
+    def gauge(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        callback: GaugeCallback | None = None,
+    ) -> Gauge:
+        """gauge declares a gauge, e.g. ``gauge("queue_depth", help="…", callback=q.qsize)``."""
+        gauge = self._gauge(declaration(name, "gauge", help=help, unit=unit, labels=labels))
+        if callback is not None:
+            gauge.callback = callback
+        return gauge
+
+    def histogram(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] | None = None,
+    ) -> Histogram:
+        """histogram declares a histogram, e.g. ``histogram("job_duration", unit="seconds")``."""
+        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
+        return self._histogram(decl)
+
+    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
+        """declare declares a contract metric, e.g. ``declare(contract.ENDPOINT_DURATION)``."""
+        decl = from_spec(spec)
+        if decl.kind == "counter":
+            return cast("InstrumentT", self._counter(decl))
+        if decl.kind == "gauge":
+            return cast("InstrumentT", self._gauge(decl))
+        return cast("InstrumentT", self._histogram(decl))
+
+    def dropped(self, signal: str, reason: str) -> CounterProtocol:
+        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
+        return self._dropped_family.labels(signal, reason)
+
+    def _block(self, decl: Declaration, values: tuple[str, ...]) -> str:
+        core = self._core
+        return label_block(core.common_names + decl.labels, core.common_values + values)
+
+    def _counter(self, decl: Declaration) -> Counter:
+        new = self._kinds.counter
+
+        def child(family: Family[CounterValue], values: tuple[str, ...]) -> CounterValue:
+            return new(
+                family, values, sample_prefix(decl.prometheus_name, self._block(decl, values))
+            )
+
+        def make(d: Declaration) -> Counter:
+            fam: Counter = CounterFamily(d, self._core, child)
+            if not d.labels:
+                fam.default()  # a label-less metric exists at zero from the start
+            return fam
+
+        return self._core.declare(decl, make)
+
+    def _gauge(self, decl: Declaration) -> Gauge:
+        new = self._kinds.gauge
+
+        def child(family: Family[GaugeValue], values: tuple[str, ...]) -> GaugeValue:
+            return new(
+                family, values, sample_prefix(decl.prometheus_name, self._block(decl, values))
+            )
+
+        def make(d: Declaration) -> Gauge:
+            fam: Gauge = GaugeFamily(d, self._core, child)
+            if not d.labels:
+                fam.default()
+            return fam
+
+        return self._core.declare(decl, make)
+
+    def _histogram(self, decl: Declaration) -> Histogram:
+        new = self._kinds.histogram
+        bounds = decl.buckets or ()
+
+        def child(family: Family[HistogramValue], values: tuple[str, ...]) -> HistogramValue:
+            prefixes = histogram_prefixes(decl.prometheus_name, self._block(decl, values), bounds)
+            return new(family, values, prefixes, bounds)
+
+        def make(d: Declaration) -> Histogram:
+            fam: Histogram = HistogramFamily(d, self._core, child)
+            if not d.labels:
+                fam.default()
+            return fam
+
+        return self._core.declare(decl, make)
+
+    # --- exposition -----------------------------------------------------------------------
+
+    def exposition(self, *, openmetrics: bool = False) -> bytes:
+        """exposition renders every metric, e.g. ``b'jobs_total 1.0\\n'`` in text 0.0.4."""
+        extra = self._process.collect if self._process is not None else None
+        return render(self._core, openmetrics=openmetrics, created=self._created, extra=extra)
+
+    def collector(self) -> Collector:
+        """collector adapts this registry to prometheus_client: ``registry.register(c)``."""
+        return Collector(self)
+
+    def wsgi_app(self, environ: Mapping[str, Any], start_response: _Start) -> Iterable[bytes]:
+        """wsgi_app serves the exposition (WSGI), negotiating OpenMetrics by ``Accept``."""
+        om = negotiate(environ.get("HTTP_ACCEPT", ""))
+        body = self.exposition(openmetrics=om)
+        start_response(
+            "200 OK",
+            [("Content-Type", OPENMETRICS if om else TEXT), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    async def asgi_app(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Any],
+        send: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        """asgi_app serves the exposition (ASGI 3 ``http`` scope), like `wsgi_app`."""
+        if scope.get("type") != "http":
+            return
+        accept = ""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"accept":
+                accept = value.decode("latin-1")
+        om = negotiate(accept)
+        # Rendering is CPU-bound and short; a thread keeps a big registry off the event loop.
+        body = await asyncio.to_thread(self.exposition, openmetrics=om)
+        ctype = (OPENMETRICS if om else TEXT).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def wsgi_routes(self) -> dict[str, WSGIApp]:
+        """wsgi_routes maps the exposition path to its WSGI app, e.g. ``{"/metrics": app}``."""
+        return {self.path: self.wsgi_app}
+
+    def asgi_routes(self) -> dict[str, ASGIApp]:
+        """asgi_routes maps the exposition path to its ASGI app, e.g. ``{"/metrics": app}``."""
+        return {self.path: self.asgi_app}
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """address is the standalone server's (host, port), or None without ``listen``."""
+        return self._server.address if self._server is not None else None
+
+    def close(self) -> None:
+        """close stops the standalone server (freeing its port) and unregisters the collector."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._registry is not None and self._collector is not None:
+            with contextlib.suppress(KeyError):
+                self._registry.unregister(self._collector)
+            self._collector = None
+
+    # --- reading back (tests, the collector, pushgateway) -----------------------------------
+
+    def core(self) -> Core:
+        """core gives the shared registry state, for the collector and the other backends."""
+        return self._core
+
+
+class Collector:
+    """Collector exposes a `Provider`'s metrics through a prometheus_client registry.
+
+    Example: ``prometheus_client.REGISTRY.register(provider.collector())``.
+    """
+
+    def __init__(self, provider: Provider) -> None:
+        self._provider = provider
+
+    def collect(self) -> Iterator[Any]:
+        """collect yields prometheus_client metric families (prometheus_client is imported here)."""
+        from prometheus_client.metrics_core import Metric
+
+        core = self._provider.core()
+        names = core.common_names
+        common = core.common_values
+        for decl, metric in core.metrics():
+            if not isinstance(metric, Family):
+                continue
+            pname = decl.prometheus_name
+            family_name = pname[: -len("_total")] if decl.kind == "counter" else pname
+            m = Metric(family_name, decl.help, decl.kind, decl.unit)
+            label_names = names + decl.labels
+            if metric.callback is not None:
+                for values, value in callback_samples(metric):
+                    m.add_sample(pname, _labels(label_names, common + values), value)
+                yield m
+                continue
+            for child in tuple(metric.series.values()):
+                labels = _labels(label_names, common + child.values)
+                if isinstance(child, HistogramValue):
+                    counts, total = child.snapshot()
+                    running = 0
+                    for bound, count in zip((*child.bounds, float("inf")), counts, strict=True):
+                        running += count
+                        le = "+Inf" if bound == float("inf") else repr(bound)
+                        m.add_sample(pname + "_bucket", {**labels, "le": le}, running)
+                    m.add_sample(pname + "_sum", labels, total)
+                    m.add_sample(pname + "_count", labels, running)
+                else:
+                    m.add_sample(pname, labels, child.value)
+            yield m
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
+    return {n: v for n, v in zip(names, values, strict=True) if v != ""}

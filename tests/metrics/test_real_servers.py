@@ -1,0 +1,170 @@
+"""The real Prometheus scrapes kitobs; the real Pushgateway receives a push (scripts/test)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from kitobs import contract
+from kitobs.metrics import prometheus, pushgateway
+from tests.support import servers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def scraped(app_port: int) -> Iterator[prometheus.Provider]:
+    """A provider served on the port Prometheus scrapes (retrying while another test holds it)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            p = prometheus.Provider(listen=f"127.0.0.1:{app_port}")
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def test_prometheus_scrape_gives_exact_counter_and_buckets(
+    scraped: prometheus.Provider, prometheus_url: str
+) -> None:
+    run = uuid.uuid4().hex[:12]  # this run's series only, whatever else was scraped before
+    jobs = scraped.counter("kitobs_it_jobs", help="Jobs.", labels=("run",))
+    jobs.labels(run).add(7)
+    jobs.labels(run).add(0.5)
+    h = scraped.declare(contract.ENDPOINT_DURATION)
+    child = h.labels(run, "success")
+    for value in (0.003, 0.02, 0.02, 0.3, 4.0, 11.0):
+        child.observe(value)
+    got = servers.wait_for_prometheus(
+        prometheus_url, f'kitobs_it_jobs_total{{run="{run}"}}', timeout=60
+    )
+    assert [float(r["value"][1]) for r in got] == [7.5]
+    sel = f'kitobs_endpoint_duration_seconds_bucket{{endpoint="{run}",outcome="success"}}'
+    got = servers.wait_for_prometheus(prometheus_url, sel, lambda r: len(r) == 15, timeout=60)
+    buckets = {r["metric"]["le"]: float(r["value"][1]) for r in got}
+    assert buckets["0.005"] == 1
+    assert buckets["0.025"] == 3
+    assert buckets["0.5"] == 4
+    assert buckets["5.0"] == 5
+    assert buckets["10.0"] == 5
+    assert buckets["+Inf"] == 6
+    count = servers.prometheus_query(
+        prometheus_url, f'kitobs_endpoint_duration_seconds_count{{endpoint="{run}"}}'
+    )
+    assert [float(r["value"][1]) for r in count] == [6]
+
+
+def test_exemplars_reach_prometheus(app_port: int, prometheus_url: str) -> None:
+    trace = uuid.uuid4().hex
+    p = prometheus.Provider(
+        listen=f"127.0.0.1:{app_port}", exemplar_context=lambda: (trace, trace[:16])
+    )
+    try:
+        p.histogram("kitobs_it_exemplar", help="x", unit="seconds", buckets=(1.0,)).observe(0.5)
+        import json
+        import urllib.parse
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while True:
+            q = urllib.parse.urlencode(
+                {
+                    "query": "kitobs_it_exemplar_seconds_bucket",
+                    "start": time.time() - 600,
+                    "end": time.time() + 60,
+                }
+            )
+            with urllib.request.urlopen(
+                f"{prometheus_url}/api/v1/query_exemplars?{q}", timeout=5
+            ) as r:
+                data = json.load(r)["data"]
+            found = [
+                e for s in data for e in s["exemplars"] if e["labels"].get("trace_id") == trace
+            ]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert found, data
+        assert found[0]["labels"]["span_id"] == trace[:16]
+        assert float(found[0]["value"]) == 0.5
+    finally:
+        p.close()
+
+
+def test_push_reaches_the_pushgateway(pushgateway_addr: str) -> None:
+    job = f"kitobs_it_{uuid.uuid4().hex[:8]}"
+    p = pushgateway.Provider(pushgateway_addr, job=job, instance="i1", push_on_exit=False)
+    try:
+        p.counter("rows", help="Rows copied.", labels=("table",)).labels("users").add(42)
+        p.histogram("batch", help="Batch.", unit="seconds", buckets=(1.0, 10.0)).observe(3)
+        assert p.push()
+        groups = [
+            g
+            for g in servers.pushgateway_metrics(pushgateway_addr)
+            if g["labels"].get("job") == job
+        ]
+        assert len(groups) == 1
+        assert groups[0]["labels"]["instance"] == "i1"
+        rows = groups[0]["rows_total"]["metrics"]
+        assert [(m["labels"]["table"], m["value"]) for m in rows] == [("users", "42")]
+        batch = groups[0]["batch_seconds"]["metrics"][0]
+        assert batch["count"] == "1"
+        assert batch["buckets"] == {"1": "0", "10": "1", "+Inf": "1"}
+    finally:
+        servers.pushgateway_delete(pushgateway_addr, job, {"instance": "i1"})
+        p.close()
+
+
+def test_push_on_close_and_failed_push_is_counted(pushgateway_addr: str) -> None:
+    job = f"kitobs_it_{uuid.uuid4().hex[:8]}"
+    p = pushgateway.Provider(pushgateway_addr, job=job, instance="i2")
+    p.counter("done", help="Done.").add()
+    p.close()  # pushes once more
+    try:
+        groups = [
+            g
+            for g in servers.pushgateway_metrics(pushgateway_addr)
+            if g["labels"].get("job") == job
+        ]
+        assert groups[0]["done_total"]["metrics"][0]["value"] == "1"
+    finally:
+        servers.pushgateway_delete(pushgateway_addr, job, {"instance": "i2"})
+    dead = pushgateway.Provider(
+        f"127.0.0.1:{servers.free_port()}", job=job, push_on_exit=False, timeout=2
+    )
+    assert dead.push() is False
+    assert (
+        b'kitobs_telemetry_dropped_total{signal="metrics",reason="push_failed"} 1.0'
+        in dead.payload()
+    )
+
+
+def test_push_at_interpreter_exit(pushgateway_addr: str) -> None:
+    import subprocess
+    import sys
+
+    job = f"kitobs_it_{uuid.uuid4().hex[:8]}"
+    script = (
+        "from kitobs.metrics import pushgateway\n"
+        f"p = pushgateway.Provider({pushgateway_addr!r}, job={job!r}, instance='exit')\n"
+        "p.counter('exited_jobs', help='Jobs.').add(9)\n"
+    )  # no push() and no close(): the exit hook pushes
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    try:
+        groups = [
+            g
+            for g in servers.pushgateway_metrics(pushgateway_addr)
+            if g["labels"].get("job") == job
+        ]
+        assert groups[0]["exited_jobs_total"]["metrics"][0]["value"] == "9"
+    finally:
+        servers.pushgateway_delete(pushgateway_addr, job, {"instance": "exit"})
