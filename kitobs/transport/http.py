@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kitobs import contract
+from kitobs.log import redact
 
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
@@ -41,6 +43,7 @@ __all__ = [
     "status",
     "scheme",
     "error_type",
+    "redact_url",
     # Header carriers
     "EnvironHeaders",
     "ScopeHeaders",
@@ -341,6 +344,36 @@ class ClientCall:
         self.span: Any = None
 
 
+_URL_REDACTED = "REDACTED"
+_is_secret_param = redact.matcher((*redact.DEFAULT_KEYS, "sig", "signature", "awsaccesskeyid"))
+
+
+def redact_url(url: str) -> str:
+    """redact_url hides credentials in a URL before it is recorded, e.g. on a CLIENT span.
+
+    User info is removed and the values of credential-like query parameters (``token``,
+    ``api_key``, ``signature``...) are replaced, as OpenTelemetry's ``url.full`` convention asks:
+    ``http://u:p@h/x?token=t&q=1`` becomes ``http://h/x?token=REDACTED&q=1``.
+    """
+    if "@" not in url and "?" not in url:
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0]
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = parts.query
+    if query:
+        pairs = []
+        for item in query.split("&"):
+            name, sep, value = item.partition("=")
+            if sep and _is_secret_param(urllib.parse.unquote_plus(name)):
+                value = _URL_REDACTED
+            pairs.append(f"{name}{sep}{value}")
+        query = "&".join(pairs)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 class ClientInstruments:
     """ClientInstruments records ``http_client_request_duration_seconds`` and a CLIENT span.
 
@@ -396,7 +429,7 @@ class ClientInstruments:
                     "server.port": port,
                 }
                 if url:
-                    attributes["url.full"] = url
+                    attributes["url.full"] = redact_url(url)
                 span = tracer.start_span(
                     "HTTP" if meth == _OTHER else meth, kind=self._kind, attributes=attributes
                 )

@@ -86,3 +86,20 @@ def test_demo_reports_a_busy_port_without_traceback(tmp_path: Path, demo: Demo) 
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_never_logs_credentials_from_query_strings(tmp_path: Path) -> None:
+    running = start_demo(tmp_path, "--grpc-port", "-1")
+    try:
+        status, _ = running.get("/sum?a=1&b=2&token=hunter2&api_key=swordfish")
+        assert status == 200
+        wait_for(lambda: any("kind=server" in line for line in running.log_lines()))
+    finally:
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(timeout=30) == 0
+        assert running.proc.stdout is not None
+        running.proc.stdout.close()
+    log = running.stderr.read_text()
+    assert "endpoint=sum" in log
+    assert "hunter2" not in log
+    assert "swordfish" not in log
