@@ -61,16 +61,16 @@ def stop_demo(demo: Demo) -> int:
     if demo.proc.poll() is None:
         demo.proc.terminate()
     try:
-        status = demo.proc.wait(timeout=30)
+        status = demo.proc.wait(timeout=90)
     except subprocess.TimeoutExpired:
         demo.proc.kill()
-        status = demo.proc.wait(timeout=30)
+        status = demo.proc.wait(timeout=90)
     if demo.proc.stdout is not None:
         demo.proc.stdout.close()
     return status
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:
     """wait_for polls *predicate* until it is true, failing after *timeout* seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,7 +20,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     yield running
     if running.proc.poll() is None:
         running.proc.kill()
-        running.proc.wait(timeout=30)
+        running.proc.wait(timeout=90)
     assert running.proc.stdout is not None
     running.proc.stdout.close()
 
@@ -54,7 +54,7 @@ def test_demo_stops_cleanly_on_signals(tmp_path: Path, signum: int) -> None:
     running = start_demo(tmp_path)
     assert running.get("/healthz")[0] == 200
     running.proc.send_signal(signum)
-    assert running.proc.wait(timeout=30) == 0
+    assert running.proc.wait(timeout=90) == 0
     assert running.proc.stdout is not None
     rest = running.proc.stdout.read()
     running.proc.stdout.close()
@@ -68,7 +68,7 @@ def test_demo_load_sends_requests_itself(tmp_path: Path) -> None:
         wait_for(lambda: sum("endpoint=" in line for line in running.log_lines()) >= 10)
     finally:
         running.proc.send_signal(signal.SIGTERM)
-        assert running.proc.wait(timeout=30) == 0
+        assert running.proc.wait(timeout=90) == 0
         assert running.proc.stdout is not None
         running.proc.stdout.close()
 
@@ -96,7 +96,7 @@ def test_demo_never_logs_credentials_from_query_strings(tmp_path: Path) -> None:
         wait_for(lambda: any("kind=server" in line for line in running.log_lines()))
     finally:
         running.proc.send_signal(signal.SIGTERM)
-        assert running.proc.wait(timeout=30) == 0
+        assert running.proc.wait(timeout=90) == 0
         assert running.proc.stdout is not None
         running.proc.stdout.close()
     log = running.stderr.read_text()
