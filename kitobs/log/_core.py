@@ -2,8 +2,13 @@
 
 Everything that can be decided when a logger is built is decided then: bound values are encoded
 once into a string, disabled levels are a no-op function, the timestamp, caller and trace-id code
-is only present when configured. A call then encodes its own key/values (with caches for keys and
-short strings) and makes one write.
+is only present when configured. A call then encodes its own key/values and makes one write.
+
+The key/values go through a function compiled for the call's *shape* (its tuple of keys) the
+first time that shape is logged, the way dataclasses and attrs generate ``__init__``: the key
+fragments and redaction are fixed in it, and each value is encoded by an expression chosen for the
+type seen then, with a type check falling back to the general encoder. Generated source holds only
+generated names; keys and values reach it as data, never as code.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from kitobs.errors import ConfigError
 from kitobs.log.level import LEVELS, enabled, parse_level
@@ -40,6 +45,10 @@ _CACHE_MAX = 4096
 # Only short strings are worth caching: they repeat (messages, methods, routes), long ones rarely.
 _STR_CACHE_LEN = 64
 _SURROGATES = re.compile("[\ud800-\udfff]")
+# Compiled call shapes per logger family: call sites are few, but a program building keys from
+# data must not compile without end; past the limits the general loop encodes the line.
+_SHAPES_MAX = 512
+_SHAPE_PAIRS_MAX = 64
 
 
 class Emit(Protocol):
@@ -188,32 +197,46 @@ def _stamper(time_format: str, open_: str, key: str, codec: Codec) -> Callable[[
     return stamp
 
 
-class _Clock:
-    """The date part of rfc3339_micro timestamps, re-formatted once a second."""
+# The last three digits of the microseconds, by microsecond within the millisecond.
+_DIGITS3 = tuple(f"{i:03d}" for i in range(1000))
 
-    __slots__ = ("bound", "head", "tail", "text")
+
+class _Clock:
+    """The rfc3339_micro timestamp up to the millisecond, re-formatted once a millisecond.
+
+    ``state`` is ``(start, end, text)``: the cached millisecond in ns since the epoch and the line
+    up to its digits. One attribute holding a tuple, so a thread reads a consistent triple even
+    while another refreshes it; a time outside the triple's millisecond refreshes.
+    """
+
+    __slots__ = ("head", "sec", "sec_text", "state", "tail")
 
     def __init__(self, head: str, tail: str) -> None:
         self.head = head
         self.tail = tail
-        self.bound = -1  # end of the cached second, in ns since the epoch
-        self.text = ""  # the line up to the microseconds
+        self.sec = -1
+        self.sec_text = ""  # the line up to the decimal point, for second `sec`
+        self.state: tuple[int, int, str] = (0, 0, "")
 
     def stamp(self) -> str:
         """Return the whole timestamp fragment; the emitters inline this."""
         ns = time.time_ns()
-        if ns >= self.bound:
-            self.refresh(ns)
-        # The decimal digits of time_ns() end with the nanoseconds: slicing out the microseconds
-        # is cheaper than integer arithmetic.
-        return self.text + str(ns)[-9:-3] + self.tail
+        start, end, text = self.state
+        if not start <= ns < end:
+            start, end, text = self.refresh(ns)
+        return text + _DIGITS3[(ns - start) // 1000] + self.tail
 
-    def refresh(self, ns: int) -> None:
-        sec = ns // 1_000_000_000
-        date = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.".format(*time.gmtime(sec)[:6])
-        # The text first, then the bound: a reader that sees the new bound sees the new text.
-        self.text = self.head + date
-        self.bound = (sec + 1) * 1_000_000_000
+    def refresh(self, ns: int) -> tuple[int, int, str]:
+        """Return (and keep) the state for the millisecond holding *ns*."""
+        ms = ns // 1_000_000
+        sec = ms // 1000
+        if sec != self.sec:
+            date = "{:04d}-{:02d}-{:02d}T{:02d}:{:02d}:{:02d}.".format(*time.gmtime(sec)[:6])
+            self.sec_text = self.head + date
+            self.sec = sec
+        start = ms * 1_000_000
+        state = self.state = (start, start + 1_000_000, self.sec_text + _DIGITS3[ms % 1000])
+        return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +250,7 @@ class _Family:
         "clock",
         "codec",
         "encode",
+        "generic",
         "hidden",
         "keys",
         "level_key",
@@ -236,6 +260,7 @@ class _Family:
         "nonfinite",
         "on_error",
         "redacted",
+        "shapes",
         "sink",
         "stamp",
         "stamped",
@@ -291,6 +316,9 @@ class _Family:
         self.strs: dict[object, str] = {}
         self.callers: dict[str, tuple[str, str]] = {}
         self.encode = _value_encoder(self)
+        # Functions encoding a call's key/values, by the tuple of its keys (see `body`).
+        self.shapes: dict[tuple[object, ...], Callable[..., str]] = {}
+        self.generic = _generic_body(self)
         sep = codec.sep
         self.trace_keys = (sep + codec.key_text("trace_id"), sep + codec.key_text("span_id"))
 
@@ -306,12 +334,30 @@ class _Family:
         frag = self.codec.sep + self.codec.key_text(text)
         hide = self.redacted is not None and self.redacted(text)
         cache = self.hidden if hide else self.keys
-        try:
-            if len(cache) < _CACHE_MAX:
-                cache[key] = frag
-        except TypeError:
-            pass
+        # Only str keys are cached: 1, 1.0 and True are one dict key but three different texts.
+        if type(key) is str and len(cache) < _CACHE_MAX:
+            cache[key] = frag
         return frag, hide
+
+    def body(self, keyvals: tuple[object, ...]) -> Callable[..., str]:
+        """Return the function encoding calls shaped like *keyvals*, compiled on first sight.
+
+        The function takes the call's key/values and returns their fragments joined. Shapes with
+        non-str keys, an odd count, too many pairs, or past the cache limit get the general loop.
+        """
+        n = len(keyvals)
+        if n % 2 or n > 2 * _SHAPE_PAIRS_MAX or len(self.shapes) >= _SHAPES_MAX:
+            return self.generic
+        keys = keyvals[::2]
+        for key in keys:
+            if type(key) is not str:
+                return self.generic
+        try:
+            fn = _compile_shape(self, keyvals)
+        except Exception:  # pragma: no cover - generated source always compiles
+            fn = self.generic  # kept, so a shape that fails is not compiled again per call
+        self.shapes[keys] = fn
+        return fn
 
     def string(self, value: str) -> str:
         """Encode a str value, caching short ones."""
@@ -403,6 +449,97 @@ def _value_encoder(fam: _Family) -> Callable[[object], str]:
     return encode
 
 
+def _generic_body(fam: _Family) -> Callable[..., str]:
+    """Build the loop that encodes any call's key/values, for shapes that are not compiled."""
+    kget = fam.keys.get
+    sget = fam.strs.get
+    key_slow = fam.key
+    encode = fam.encode
+    marker = fam.marker
+    join = "".join
+    int_ = int
+    int_repr = int.__repr__
+
+    def body(*keyvals: object) -> str:
+        if len(keyvals) % 2:
+            raise ValueError("odd key/values")  # the safe path marks the missing value
+        parts: list[str] = []
+        append = parts.append
+        it = iter(keyvals)
+        for k in it:
+            ek = kget(k)
+            v = next(it)
+            if ek is None:
+                ek, hide = key_slow(k)
+                if hide:
+                    append(ek)
+                    append(marker)
+                    continue
+            append(ek)
+            e = sget(v)
+            if e is None:
+                e = int_repr(v) if v.__class__ is int_ else encode(v)
+            append(e)
+        return join(parts)
+
+    return body
+
+
+def _compile_shape(fam: _Family, keyvals: tuple[object, ...]) -> Callable[..., str]:
+    """Generate the function for one shape: its keys' fragments fixed, values typed by *keyvals*.
+
+    For ``("msg", "hi", "n", 7)`` the source is, with ``k0``, ``k1`` the encoded keys::
+
+        def body(_k0, v0, _k1, v1):
+            return f"{k0}{sget(v0) or E(v0)}{k1}{int_repr(v1) if v1.__class__ is int_ else E(v1)}"
+
+    Every value expression checks its type, so a later call with other types is still encoded
+    right (by ``E``, the general encoder). A redacted key writes the marker and ignores its value.
+    """
+    ns: dict[str, object] = {
+        "E": fam.encode,
+        "sget": fam.strs.get,
+        "int_repr": int.__repr__,
+        "float_repr": float.__repr__,
+        "int_": int,
+        "float_": float,
+        "NF": fam.nonfinite,
+        "M": fam.marker,
+    }
+    params: list[str] = []
+    out: list[str] = []
+    for i in range(0, len(keyvals), 2):
+        n = i // 2
+        v = f"v{n}"
+        params += [f"_k{n}", v]
+        frag, hide = fam.key(keyvals[i])
+        # The key's fragment as a literal: repr() of a str is a Python literal for exactly it.
+        out.append(repr(frag))
+        if hide:
+            out.append(repr(fam.marker))
+            continue
+        t = type(keyvals[i + 1])
+        if t is str:
+            expr = f"sget({v}) or E({v})"  # "" encodes to "" (falsy): E then returns it again
+        elif t is int:
+            expr = f"int_repr({v}) if {v}.__class__ is int_ else E({v})"
+        elif t is float and fam.nonfinite:
+            expr = f"NF.get(r := float_repr({v}), r) if {v}.__class__ is float_ else E({v})"
+        elif t is float:
+            expr = f"float_repr({v}) if {v}.__class__ is float_ else E({v})"
+        elif t is bool:
+            expr = f"'true' if {v} is True else 'false' if {v} is False else E({v})"
+        elif t is type(None):
+            expr = f"'null' if {v} is None else E({v})"
+        else:
+            expr = f"E({v})"
+        out.append(f'f"{{({expr})}}"')
+    # Adjacent literals join at compile time into one f-string.
+    source = f"def body({', '.join(params)}):\n    return f'' {' '.join(out)}\n"
+    exec(compile(source, "<kitobs.log shape>", "exec"), ns)
+    return cast(Callable[..., str], ns["body"])
+
+
 def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool) -> Emit:
     """Build the function that writes one line at one level; every branch is fixed here."""
     stamp = fam.stamp
@@ -412,11 +549,8 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
         head = clock.tail + head
     refresh = clock.refresh if clock is not None else None
     time_ns = time.time_ns
-    kget = fam.keys.get
-    sget = fam.strs.get
-    key_slow = fam.key
-    encode = fam.encode
-    marker = fam.marker
+    shape = fam.shapes.get
+    body_for = fam.body
     cget = fam.callers.get
     where = fam.where
     trace = fam.trace
@@ -426,38 +560,25 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
     safe_line = fam.safe_line
     getframe = sys._getframe
     join = "".join
-    str_, int_ = str, int
-    int_repr = int.__repr__
+    str_ = str
+    digits3 = _DIGITS3
 
     if clock is not None and not dynamic_caller and trace_context is None:
-        # The default configuration: its own copy of the loop below, without the branches for
+        # The default configuration: its own copy of the code below, without the branches for
         # other time formats, the caller and trace ids, and with the context joined to the head.
         fast_clock, fast_refresh, head_ctx = clock, clock.refresh, head + ctx
 
         def emit_default(*keyvals: object) -> None:
             try:
                 ns = time_ns()
-                if ns >= fast_clock.bound:
-                    fast_refresh(ns)
-                parts = [fast_clock.text, str_(ns)[-9:-3], head_ctx]
-                append = parts.append
-                it = iter(keyvals)
-                for k in it:
-                    ek = kget(k)
-                    v = next(it)
-                    if ek is None:
-                        ek, hide = key_slow(k)
-                        if hide:
-                            append(ek)
-                            append(marker)
-                            continue
-                    append(ek)
-                    e = sget(v)
-                    if e is None:
-                        e = int_repr(v) if v.__class__ is int_ else encode(v)
-                    append(e)
-                append(tail)
-                data = join(parts).encode()
+                start, end, text = fast_clock.state
+                if not start <= ns < end:
+                    start, end, text = fast_refresh(ns)
+                # The call's shape picks its compiled body; an odd count, an unhashable key or
+                # text that is not Unicode raises here and takes the safe path.
+                body = shape(keyvals[::2]) or body_for(keyvals)
+                us = digits3[(ns - start) // 1000]
+                data = f"{text}{us}{head_ctx}{body(*keyvals)}{tail}".encode()
             except Exception:
                 data = safe_line(plain_head, ctx, tail, keyvals, None)
             try:
@@ -471,9 +592,10 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
         try:
             if clock is not None:
                 ns = time_ns()
-                if ns >= clock.bound:
-                    refresh(ns)  # type: ignore[misc]
-                parts = [clock.text, str_(ns)[-9:-3], head]
+                start, end, text = clock.state
+                if not start <= ns < end:
+                    start, end, text = refresh(ns)  # type: ignore[misc]
+                parts = [text, digits3[(ns - start) // 1000], head]
             else:
                 parts = [stamp(), head]
             append = parts.append
@@ -487,22 +609,7 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
                 if ids is not None:
                     append(trace(ids))
             append(ctx)
-            it = iter(keyvals)
-            for k in it:
-                ek = kget(k)
-                v = next(it)  # an odd count raises StopIteration: the safe path marks it
-                if ek is None:
-                    ek, hide = key_slow(k)
-                    if hide:
-                        append(ek)
-                        append(marker)
-                        continue
-                append(ek)
-                # Short strings seen before come from a cache; ints inline; the rest one call.
-                e = sget(v)
-                if e is None:
-                    e = int_repr(v) if v.__class__ is int_ else encode(v)
-                append(e)
+            append((shape(keyvals[::2]) or body_for(keyvals))(*keyvals))
             append(tail)
             data = join(parts).encode()
         except Exception:
