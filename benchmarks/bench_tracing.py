@@ -8,10 +8,16 @@ Cases, each per span, interleaved over several repeats, medians reported with ra
 - unsampled: the same with ``always_off`` in both.
 - zipkin encoding: kitobs' `kitobs.tracing.zipkin.encode` against the OpenTelemetry Zipkin JSON
   v2 encoder, over the same 100 finished spans (4 attributes, one event) each.
+- endpoint span (no goal, for issue 5's endpoint benchmark): the cost a traced endpoint adds,
+  ``kitobs.endpoint.tracing.tracing_middleware`` against a hand-written SDK wrapper
+  (``start_as_current_span``), both sampled and enqueued, minus the bare function.
+
+Both batching processors get a 65536-span queue, so neither side measures its drop path, and
+every queue is drained (untimed) before each case, so no sender thread runs into the next case.
 
 Goals (issue 4): sampled <= 1/8 of the SDK, unsampled <= 1/12, encoding <= 1/3.
 
-Run: ``python benchmarks/bench_tracing.py [--repeats 7] [--number 20000]``.
+Run: ``python benchmarks/bench_tracing.py [--repeats 7] [--number 20000] [--clock wall|cpu]``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
+from kitobs.endpoint.tracing import tracing_middleware
 from kitobs.tracing import Span, Tracer, sampler, zipkin
 from kitobs.tracing._batch import BatchProcessor
 from kitobs.tracing.otlp import adapt
@@ -45,29 +52,44 @@ class NopExporter:
         pass
 
 
-def per_call(fn: Callable[[], None], number: int) -> float:
-    begin = time.perf_counter()
+QUEUE = 65536
+
+
+def handler(request: int) -> int:
+    return request + 1
+
+
+def per_call(fn: Callable[[], None], number: int, clock: Callable[[], float]) -> float:
+    begin = clock()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - begin) / number * 1e6
+    return (clock() - begin) / number * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--number", type=int, default=20000)
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time (default), or the calling thread's CPU time: steadier on a shared "
+        "machine, but blind to time the sender threads take from the caller",
+    )
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
 
     processors: list[Any] = []
 
     def kitobs_tracer(off: bool) -> Tracer:
-        processor = BatchProcessor(NopExporter(), flush_interval=0.2)
+        processor = BatchProcessor(NopExporter(), queue_size=QUEUE, flush_interval=0.2)
         processors.append(processor)
         return Tracer(sampler=sampler.AlwaysOff() if off else None, processor=processor)
 
     def sdk_tracer(off: bool) -> Any:
         provider = TracerProvider(sampler=ALWAYS_OFF) if off else TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(NopSdkExporter()))
+        provider.add_span_processor(BatchSpanProcessor(NopSdkExporter(), max_queue_size=QUEUE))
         processors.append(provider)
         return provider.get_tracer("bench")
 
@@ -118,6 +140,23 @@ def main() -> None:
     def sdk_encode() -> None:
         encoder.serialize(sdk_spans, endpoint)
 
+    traced = tracing_middleware(k_on, name="handler")(handler)
+
+    def kitobs_endpoint() -> None:
+        traced(1)
+
+    sdk_start = s_on.start_as_current_span
+
+    def sdk_traced(request: int) -> int:
+        with sdk_start("handler"):
+            return handler(request)
+
+    def sdk_endpoint() -> None:
+        sdk_traced(1)
+
+    def bare_endpoint() -> None:
+        handler(1)
+
     cases: dict[str, tuple[Callable[[], None], int]] = {
         "sampled kitobs": (kitobs_case(k_on), args.number),
         "sampled sdk": (sdk_case(s_on), args.number),
@@ -125,22 +164,42 @@ def main() -> None:
         "unsampled sdk": (sdk_case(s_off), args.number),
         "zipkin encode kitobs": (kitobs_encode, max(1, args.number // 100)),
         "zipkin encode sdk": (sdk_encode, max(1, args.number // 100)),
+        "endpoint bare": (bare_endpoint, args.number),
+        "endpoint span kitobs": (kitobs_endpoint, args.number),
+        "endpoint span sdk": (sdk_endpoint, args.number),
     }
     results: dict[str, list[float]] = {name: [] for name in cases}
+
+    def settle() -> None:
+        # Drain every queue between cases, untimed: else one side's sender thread, still
+        # exporting the last case's spans, takes the GIL from the next case.
+        for p in processors:
+            if isinstance(p, BatchProcessor):
+                p.flush(30.0)
+            else:
+                p.force_flush(30_000)
+
     for _ in range(args.repeats):  # interleaved: every case once per round
         for name, (fn, number) in cases.items():
-            value = per_call(fn, number)
+            settle()
+            value = per_call(fn, number, clock)
             if name.startswith("zipkin"):
                 value /= len(spans)
             results[name].append(value)
     med = {name: statistics.median(values) for name, values in results.items()}
+    for name in ("endpoint span kitobs", "endpoint span sdk"):  # the added cost only
+        med[name] -= med["endpoint bare"]
     for name, value in med.items():
         spread = f"{min(results[name]):.3f}-{max(results[name]):.3f}"
-        print(f"{name:24s} {value:8.3f} us/span  (range {spread})")
+        if name.startswith("endpoint span"):
+            spread += ", minus bare"
+        print(f"{name:24s} {value:8.3f} us/span  (range {spread}, {args.clock} clock)")
     for what, goal in (("sampled", 8), ("unsampled", 12), ("zipkin encode", 3)):
         ratio = med[f"{what} sdk"] / med[f"{what} kitobs"]
         verdict = "meets" if ratio >= goal else "MISSES"
         print(f"{what:14s} kitobs is 1/{ratio:.1f} of the SDK (goal 1/{goal}: {verdict})")
+    ratio = med["endpoint span sdk"] / med["endpoint span kitobs"]
+    print(f"endpoint span  kitobs is 1/{ratio:.1f} of the SDK (no goal of its own)")
     for p in processors:
         p.shutdown()
 

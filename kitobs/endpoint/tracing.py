@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
@@ -29,7 +30,7 @@ from kitobs.endpoint import (
     SUCCESS,
     Endpoint,
     Middleware,
-    around,
+    is_async,
     name_of,
 )
 
@@ -39,29 +40,16 @@ if TYPE_CHECKING:
 __all__ = ["tracing_middleware"]
 
 _OUTCOME = "kitobs.outcome"
+_INTERNAL = SpanKind.INTERNAL
+# What `kitobs.endpoint.around` copies, so names and callers stay right through the chain.
+_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
 
 
-class _Start:
-    # The start step of `around`: the span's name and kind are fixed when the endpoint is wrapped.
-    __slots__ = ("_kind", "_name", "_span")
-
-    def __init__(self, tracer: Tracer, name: str, kind: SpanKind) -> None:
-        self._span = tracer.span
-        self._name = name
-        self._kind = kind
-
-    def __call__(self, request: Any) -> Span:
-        return self._span(self._name, kind=self._kind).__enter__()
-
-
-def _finish(span: Span, response: Any, exc: BaseException | None) -> None:
-    if exc is not None:
-        span.set_attribute(_OUTCOME, EXCEPTION)
-        span.__exit__(type(exc), exc, exc.__traceback__)
-        return
+def _settle(span: Span, response: Any) -> None:
+    # A response that is a failed `Failer` is a business error: ERROR status, not an exception.
     failed = getattr(response, "failed", None)
     err: BaseException | None = None
-    if failed is not None and callable(failed):
+    if callable(failed):
         try:
             err = failed()
         except Exception as failing:  # a broken failed() is a business error, not ours to raise
@@ -71,7 +59,6 @@ def _finish(span: Span, response: Any, exc: BaseException | None) -> None:
     else:
         span.set_attribute(_OUTCOME, BUSINESS_ERROR)
         span.fail(err, escaped=False)
-    span.__exit__(None, None, None)
 
 
 def tracing_middleware(
@@ -85,6 +72,43 @@ def tracing_middleware(
     """
 
     def middleware(endpoint: Endpoint) -> Endpoint:
-        return around(endpoint, _Start(tracer, name or name_of(endpoint), kind), _finish)
+        # Written out rather than built on `kitobs.endpoint.around`: a span per call is the whole
+        # cost of this middleware, and `with` plus one wrapper frame is the cheapest way to run it.
+        span_name = name or name_of(endpoint)
+        start = tracer.span
+        internal = kind is _INTERNAL  # the default kind needs no keyword argument per call
+        if is_async(endpoint):
+
+            async def async_wrapper(request: Any) -> Any:
+                with start(span_name) if internal else start(span_name, kind=kind) as span:
+                    try:
+                        response = await endpoint(request)
+                    except BaseException:
+                        span.set_attribute(_OUTCOME, EXCEPTION)
+                        raise  # the span's __exit__ records it: ERROR and an exception event
+                    _settle(span, response)
+                return response
+
+            async_wrapper._kitobs_async = True  # type: ignore[attr-defined]
+            return functools.update_wrapper(async_wrapper, endpoint, _ASSIGNED, ())
+
+        def wrapper(request: Any) -> Any:
+            with start(span_name) if internal else start(span_name, kind=kind) as span:
+                try:
+                    response = endpoint(request)
+                except BaseException:
+                    span.set_attribute(_OUTCOME, EXCEPTION)
+                    raise  # the span's __exit__ records it: ERROR and an exception event
+                if response is None or type(response) in _PLAIN:
+                    span.set_attribute(_OUTCOME, SUCCESS)
+                else:
+                    _settle(span, response)
+            return response
+
+        return functools.update_wrapper(wrapper, endpoint, _ASSIGNED, ())
 
     return middleware
+
+
+# Responses of these types have no ``failed`` method: no lookup needed to know the outcome.
+_PLAIN: frozenset[type] = frozenset((int, float, str, bytes, bool, dict, list, tuple))

@@ -22,6 +22,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat, starmap
 from typing import TYPE_CHECKING
 
 from kitobs.errors import ConfigError
@@ -160,7 +161,9 @@ class BatchProcessor:
         queue = self._queue
         if len(queue) < self._limit:
             queue.append(span)
-            if len(queue) >= self._batch_size and not self._wake.is_set():
+            # Wake the sender once, as the queue reaches a batch: it then drains everything
+            # queued, so later spans need no wake (and no Event.is_set call) until it is empty.
+            if len(queue) == self._batch_size:
                 self._wake.set()
         else:
             self._drop("shutdown" if self._closed else "queue_full", 1)
@@ -190,14 +193,14 @@ class BatchProcessor:
                 return
 
     def _export_batch(self, queue: deque[Span]) -> None:
-        batch = []
-        popleft = queue.popleft
+        # Only this thread pops, so at least min(len, batch_size) spans are there; starmap pops
+        # them in C, which keeps the sender's share of the GIL (and the callers' wait) small.
+        count = min(len(queue), self._batch_size)
+        if not count:
+            return
         try:
-            for _ in range(self._batch_size):
-                batch.append(popleft())
-        except IndexError:
-            pass
-        if not batch:
+            batch = list(starmap(queue.popleft, repeat((), count)))
+        except IndexError:  # emptied by a shutdown that gave up waiting for this thread
             return
         with self._lock:
             self._busy = True

@@ -76,6 +76,7 @@ def current_span() -> object:
 
 def with_span(span: object, parent: Context | None = None) -> Context:
     """with_span returns a copy of *parent* (default: the current context) holding *span*."""
-    ctx = Context(_get() if parent is None else parent)
+    base = _get() if parent is None else parent
+    ctx = Context(base) if base else Context()  # cheaper than copying an empty one
     _set_item(ctx, SPAN_KEY, span)
     return ctx

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from contextvars import Token
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
@@ -23,7 +23,15 @@ from opentelemetry.util import types
 
 from kitobs.tracing import _context
 
-__all__ = ["Span", "current_ids", "current_sampled_ids", "span_ids"]
+__all__ = [
+    "Span",
+    "StartedSpan",
+    "UnsampledSpan",
+    "SPAN_TYPES",
+    "current_ids",
+    "current_sampled_ids",
+    "span_ids",
+]
 
 _time_ns = time.time_ns
 _get = _context.get_current
@@ -46,18 +54,25 @@ class Span(OtelSpan):
     """Span is one timed operation of a trace, e.g. a request served; see `kitobs.tracing.Tracer`.
 
     It implements `opentelemetry.trace.Span`. An unsampled span keeps its ids (and can be current
-    and propagated) but records nothing: attributes, events and status calls are ignored. Ending
-    twice is ignored. Nothing here raises into the caller.
+    and propagated) but records nothing: attributes, events and status calls are ignored, and it
+    reads no clock (``start_ns`` and ``end_ns`` stay 0). Ending twice is ignored. Nothing here
+    raises into the caller.
 
     Read by exporters: ``name``, ``kind``, ``trace_id``, ``span_id``, ``parent_id`` (0 for a root),
     ``sampled``, ``start_ns``, ``end_ns``, ``attributes``, ``events``, ``links``, ``status_code``
     and ``status_description``.
+
+    The tracer builds its spans as `StartedSpan` and `UnsampledSpan`, subclasses that skip
+    ``__init__``; construct a `Span` directly only for tests and examples.
     """
 
     # The fields every span sets live in slots. OpenTelemetry's Span base class has no __slots__,
     # so every instance has a __dict__ anyway: the rarely set fields below are class defaults that
-    # a span overrides (in that dict) only when it uses them, which keeps creation short.
+    # a span overrides (in that dict) only when it uses them, which keeps creation short. A slot
+    # store costs a few ns, a first store into that dict tens of ns: hence _hex and _base are slots.
     __slots__ = (
+        "_base",
+        "_hex",
         "_scoped",
         "_sink",
         "_token",
@@ -78,9 +93,7 @@ class Span(OtelSpan):
     status_description: str | None = None
     trace_state: TraceState | None = None
     remote_parent: bool = False
-    _parent_ctx: Context | None = None
     _ctx: SpanContext | None = None
-    _hex: tuple[str, str] | None = None
 
     def __init__(
         self,
@@ -107,9 +120,12 @@ class Span(OtelSpan):
         self.attributes: dict[str, types.AnyValue] | None = (
             dict(attributes) if attributes and sampled else None
         )
-        self._sink = sink if sampled else None
+        self._sink: Callable[[Span], None] | None = sink if sampled else None
         self._scoped = scoped
         self._token: Token[Context] | None = None
+        # The context the span becomes current in; None means the current one at __enter__.
+        self._base: Context | None = None
+        self._hex: tuple[str, str] | None = None
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -240,15 +256,21 @@ class Span(OtelSpan):
         self.end_ns = end_time or _time_ns()
         sink = self._sink
         if sink is not None:
-            sink(self)
+            try:  # noqa: SIM105 - a processor must not raise; if one does, not into the caller
+                sink(self)
+            except Exception:
+                pass
 
     # -- scope ---------------------------------------------------------------------------------
 
     def __enter__(self) -> Span:
         """Make the span current when it came from `Tracer.span`; always return it."""
         if self._scoped and self._token is None:
-            base = self._parent_ctx
-            ctx = Context(_get() if base is None else base)
+            base = self._base
+            if base is None:
+                base = _get()
+            # Context() for an empty base (a new request) is cheaper than copying nothing.
+            ctx = Context(base) if base else Context()
             _set_item(ctx, _SPAN_KEY, self)
             self._token = _attach(ctx)
         return self
@@ -259,14 +281,85 @@ class Span(OtelSpan):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        """End the span (failed if an exception escapes) and restore the previous context."""
+        """Restore the previous context and end the span (failed if an exception escapes)."""
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
+                _detach(token)
+            except (ValueError, RuntimeError):  # exited in another context: nothing to restore
+                pass
         if exc_val is not None and self.sampled:
             self.fail(exc_val)
         if not self.end_ns:  # end(), inlined: this is every span's hot path
             self.end_ns = _time_ns()
             sink = self._sink
             if sink is not None:
-                sink(self)
+                try:  # noqa: SIM105 - see end()
+                    sink(self)
+                except Exception:
+                    pass
+
+    def __repr__(self) -> str:
+        trace_id, span_id = self.hex_ids()
+        return f"<kitobs Span {self.name!r} trace_id={trace_id} span_id={span_id}>"
+
+
+class StartedSpan(Span):
+    """StartedSpan is a sampled `Span` as `kitobs.tracing.Tracer` builds it, e.g. by ``span()``.
+
+    It behaves exactly like `Span`; only its construction differs: the tracer fills every slot
+    itself, which skips the cost of calling ``__init__`` with ten arguments.
+    """
+
+    __slots__ = ()
+    __init__ = object.__init__  # the tracer sets every slot
+
+
+class UnsampledSpan(Span):
+    """UnsampledSpan is a `Span` that is not recorded, e.g. under the ``always_off`` sampler.
+
+    It is current, propagates with the sampled flag off, and gives log lines its ids, like any
+    span; it records nothing, reads no clock and never reaches the processor.
+    """
+
+    __slots__ = ()
+    __init__ = object.__init__  # the tracer sets every slot
+
+    # Class values instead of slot stores: an unsampled span never changes them.
+    sampled = False
+    start_ns = 0
+    end_ns = 0
+    attributes = None
+    _sink = None
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        """set_attribute does nothing: the span is not recorded."""
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        """set_attributes does nothing: the span is not recorded."""
+
+    def add_event(
+        self,
+        name: str,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+    ) -> None:
+        """add_event does nothing: the span is not recorded."""
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """set_status does nothing: the span is not recorded."""
+
+    def end(self, end_time: int | None = None) -> None:
+        """end does nothing: an unsampled span is never exported and reads no clock."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        """Restore the previous context; there is nothing to record or export."""
         token = self._token
         if token is not None:
             self._token = None
@@ -275,9 +368,10 @@ class Span(OtelSpan):
             except (ValueError, RuntimeError):  # exited in another context: nothing to restore
                 pass
 
-    def __repr__(self) -> str:
-        trace_id, span_id = self.hex_ids()
-        return f"<kitobs Span {self.name!r} trace_id={trace_id} span_id={span_id}>"
+
+#: The span classes kitobs builds; ``type(x) in SPAN_TYPES`` is the fast "is it ours" test
+#: (``isinstance`` goes through OpenTelemetry's ABCMeta for subclasses).
+SPAN_TYPES: frozenset[type[Span]] = frozenset((Span, StartedSpan, UnsampledSpan))
 
 
 def _qualname(cls: type[BaseException]) -> str:
@@ -300,7 +394,9 @@ def span_ids(context: Context | None = None) -> tuple[int, int, bool, TraceState
     span = (_get() if context is None else context).get(_SPAN_KEY)
     if span is None:
         return None
-    if type(span) is Span:
+    if type(span) in SPAN_TYPES:
+        if TYPE_CHECKING:  # the membership test is the narrowing mypy cannot see
+            assert isinstance(span, Span)
         return span.trace_id, span.span_id, span.sampled, span.trace_state
     if not isinstance(span, OtelSpan):
         return None
@@ -320,7 +416,9 @@ def current_ids() -> tuple[str, str] | None:
     span = _get().get(_SPAN_KEY)
     if span is None:
         return None
-    if type(span) is Span:
+    if type(span) in SPAN_TYPES:
+        if TYPE_CHECKING:
+            assert isinstance(span, Span)
         return span.hex_ids()
     return _foreign_ids(span, sampled_only=False)
 
@@ -333,7 +431,9 @@ def current_sampled_ids() -> tuple[str, str] | None:
     span = _get().get(_SPAN_KEY)
     if span is None:
         return None
-    if type(span) is Span:
+    if type(span) in SPAN_TYPES:
+        if TYPE_CHECKING:
+            assert isinstance(span, Span)
         return span.hex_ids() if span.sampled else None
     return _foreign_ids(span, sampled_only=True)
 
