@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -235,12 +236,22 @@ def test_both_layers_count_once_each(parts: Parts, served: str) -> None:
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.read() == b'{"v": 3}'
     assert parts.count("sum", "success") == 1
-    server = parts.provider.observations(
-        "http_server_request_duration_seconds",
-        http_request_method="POST", http_route="/sum",
-        http_response_status_code="200", url_scheme="http",
-    )  # fmt: skip
-    assert len(server) == 1
+
+    def server_observations() -> list[float]:
+        return parts.provider.observations(
+            "http_server_request_duration_seconds",
+            http_request_method="POST", http_route="/sum",
+            http_response_status_code="200", url_scheme="http",
+        )  # fmt: skip
+
+    # The server records the request when it has sent the body, which may be just after the
+    # client has read it: wait (bounded) for the record rather than race it.
+    deadline = time.monotonic() + 10
+    while (not server_observations() or len(parts.capture.spans) < 2) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    assert len(server_observations()) == 1
     # The endpoint span is the child of the transport's SERVER span: one trace, two layers.
     endpoint_span, server_span = parts.capture.spans
     assert server_span.kind.name == "SERVER"
