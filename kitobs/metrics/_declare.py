@@ -3,8 +3,9 @@
 A backend supplies *children* (one object per label-value tuple, holding or sending the values)
 and builds its metrics with `Core.declare`, which validates the declaration, enforces one shape
 per name and returns a `CounterFamily`, `GaugeFamily` or `HistogramFamily`. The family does the
-binding (`Family.labels`, `Family.with_labels`), caches children per value tuple, folds label
-sets past the cap into the overflow series and counts the folds.
+binding (`Family.labels`, `Family.with_labels`, generated per tuple of label names for speed),
+caches children per tuple of string values, folds label sets past the cap into the overflow
+series and counts the folds.
 
 A backend's child classes mix in `Bound` so a fully bound child answers ``with_labels()`` and
 ``labels()`` like the Protocols require.
@@ -20,12 +21,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
+import keyword
 import math
-import operator
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar, cast
 
@@ -226,7 +228,7 @@ class Bound:
 
     __slots__ = ()
 
-    def with_labels(self, **labels: str) -> Self:
+    def with_labels(self, /, **labels: str) -> Self:
         """with_labels with no labels returns the child; any label raises `ConfigError`."""
         if labels:
             fam: Family[object] = getattr(self, "_family")  # noqa: B009 - slot of the subclass
@@ -241,14 +243,86 @@ class Bound:
         return self
 
 
-def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, str]], tuple[str, ...]]:
-    """A function giving the values of *names* from a mapping, as a tuple, in that order."""
-    if len(names) >= 2:
-        return operator.itemgetter(*names)
-    if len(names) == 1:
-        only = names[0]
-        return lambda labels: (labels[only],)
-    return lambda labels: ()
+class _Unset:
+    """The type of `_UNSET`, named so a generated binder's signature reads well."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+#: _UNSET is the default of every parameter of a generated binder: a label the caller did not
+#: give. It is never a cache key, so a partial binding misses the cache and takes the slow path.
+_UNSET = _Unset()
+
+
+def _given(values: tuple[object, ...]) -> tuple[object, ...]:
+    """The values a generated positional binder was really given, in order."""
+    return tuple(v for v in values if v is not _UNSET)
+
+
+def _given_items(labels: dict[str, object]) -> dict[str, object]:
+    """The labels a generated keyword binder was really given."""
+    return {k: v for k, v in labels.items() if v is not _UNSET}
+
+
+def _binder_source(names: tuple[str, ...]) -> str:
+    """Source of ``labels`` and ``with_labels`` for *names*, one parameter per label.
+
+    Named parameters skip the ``**labels`` dict and the value picking a generic binder needs
+    (and the ``*values`` tuple); the cache is one dict per label, so a hit is n dict lookups on
+    strings (hash cached) with no tuple built. ``labels`` takes them positionally only, as
+    before. Every internal name starts with ``__``, which no label name may, and no parameter
+    is used in a comprehension, which would make it a cell and slow every call.
+    """
+    params = ", ".join(f"{name}=__UNSET" for name in names)
+    path = "".join(f"[{name}]" for name in names)
+    return f"""
+def labels(__self, {params}, /, *__extra):
+    if not __extra:
+        try:
+            return __self._tree{path}
+        except (KeyError, TypeError):
+            pass
+    return __labels(__self, *__given(({", ".join(names)},) + __extra))
+
+
+def with_labels(__self, /, *, {params}, **__extra):
+    if not __extra:
+        try:
+            return __self._tree{path}
+        except (KeyError, TypeError):
+            pass
+    __named = {{{", ".join(f"{name!r}: {name}" for name in names)}}}
+    return __with_labels(__self, **__given_items(__named), **__extra)
+"""
+
+
+@functools.lru_cache(maxsize=512)
+def _specialized(cls: type[object], names: tuple[str, ...]) -> type[object]:
+    """A subclass of *cls* whose binders take *names* as parameters; *cls* if that cannot be.
+
+    Built once per class and tuple of label names (the cache is bounded), like the shapes of
+    `kitobs.log`; only validated snake_case names reach the generated source.
+    """
+    if not names or any(keyword.iskeyword(name) for name in names):
+        return cls  # a keyword cannot be a parameter; the generic binders serve those
+    ns: dict[str, object] = {
+        "__UNSET": _UNSET,
+        "__given": _given,
+        "__given_items": _given_items,
+        "__labels": Family.labels,
+        "__with_labels": Family.with_labels,
+    }
+    exec(compile(_binder_source(names), f"<kitobs.metrics binders {names}>", "exec"), ns)
+    body: dict[str, object] = {"__slots__": (), "__module__": cls.__module__}
+    for attr in ("labels", "with_labels"):
+        function = ns[attr]
+        setattr(function, "__doc__", getattr(Family, attr).__doc__)  # noqa: B010
+        setattr(function, "__qualname__", f"{cls.__qualname__}.{attr}")  # noqa: B010
+        body[attr] = function
+    return type(cls.__name__, (cls,), body)
 
 
 class Family(Generic[_C]):
@@ -256,22 +330,35 @@ class Family(Generic[_C]):
 
     ``new_child(values)`` builds a backend child; ``series`` maps each value tuple to its child
     (the overflow child included, once created) for collection.
+
+    Binding is the hot path (``family.labels("GET", "200").add()``), so a family is an instance
+    of a subclass generated for its label names, whose binders take one parameter per label
+    and look the child up in one dict per label (see `_binder_source`). The methods below are
+    the generic binders it falls back to on a cache miss.
     """
 
     __slots__ = (
-        "_by_pos",
         "_cap",
         "_core",
         "_default",
         "_lock",
         "_new",
         "_overflow",
-        "_pick",
+        "_tree",
         "callback",
         "decl",
         "n",
         "series",
     )
+
+    def __new__(
+        cls,
+        decl: Declaration,
+        core: Core,
+        new_child: Callable[[Family[_C], tuple[str, ...]], _C],
+    ) -> Self:
+        # typeshed's type[...] is not Hashable for mypy; a class is.
+        return super().__new__(cast("type[Self]", _specialized(cast("Hashable", cls), decl.labels)))
 
     def __init__(
         self,
@@ -285,10 +372,9 @@ class Family(Generic[_C]):
         self.callback: GaugeCallback | None = None
         self._core = core
         self._new = new_child
-        # Caches from what the caller passed (positional tuple, keyword items) to the child.
-        # Only label sets that got their own child are cached, so folded sets cannot grow them.
-        self._pick = _picker(decl.labels)
-        self._by_pos: dict[tuple[object, ...], _C] = {}
+        # The binding cache: one nested dict level per label, the child at the leaf. Only label
+        # sets of strings that got their own child are cached, so folded sets cannot grow it.
+        self._tree: dict[object, object] = {}
         self._default: _C | None = None
         self._overflow: _C | None = None
         # kitobs' own metrics have a handful of series by construction; they are never folded.
@@ -299,26 +385,24 @@ class Family(Generic[_C]):
 
     def labels(self, *values: str) -> _C:
         """labels gives the child of *values* in declared label order, e.g. ``("GET", "200")``."""
-        try:  # try is free in 3.11+ when nothing is raised; a miss takes the slow path
-            return self._by_pos[values]
-        except KeyError:
-            return self._bind(values)
-        except TypeError:  # an unhashable value: _bind stringifies it
-            return self._bind(values)
-
-    def with_labels(self, **labels: str) -> _C | Partial[_C]:
-        """with_labels binds by name; binding every label gives the child, a subset a `Partial`."""
-        if len(labels) == self.n:
-            # itemgetter picks the values in declared order in C; a missing name or an
-            # unseen label set raises and takes the slow path.
+        if len(values) == self.n:
+            if not values:
+                return self.default()
+            node: object = self._tree
             try:
-                return self._by_pos[self._pick(labels)]
-            except (KeyError, TypeError):
+                for value in values:
+                    node = cast("dict[object, object]", node)[value]
+                return cast("_C", node)
+            except (KeyError, TypeError):  # not cached yet, or unhashable: _bind stringifies
                 pass
+        return self._bind(values)
+
+    def with_labels(self, /, **labels: str) -> _C | Partial[_C]:
+        """with_labels binds by name; binding every label gives the child, a subset a `Partial`."""
         self.check_names(labels)
         if len(labels) < self.n:
             return Partial(self, labels)
-        return self._bind(tuple(labels[name] for name in self.decl.labels))
+        return self.labels(*[labels[name] for name in self.decl.labels])
 
     def default(self) -> _C:
         """default gives the child with every label unbound (empty), used by an unbound add."""
@@ -355,7 +439,16 @@ class Family(Generic[_C]):
                 f"{self.n} label(s); expected labels {self._expected()}, given {raw!r}",
                 allowed=self.decl.labels,
             )
-        values = tuple(v if isinstance(v, str) else str(v) for v in raw)
+        # Only tuples of strings are cached: 1, 1.0 and True are one dict key but three label
+        # values, so caching a non-string would hand one of them another's child.
+        cacheable = all(isinstance(v, str) for v in raw)
+        if cacheable:
+            values = cast("tuple[str, ...]", raw)
+        else:
+            values = tuple(str(v) for v in raw)
+            child = self.series.get(values)  # one dict read: safe without the lock
+            if child is not None:
+                return child
         with self._lock:  # the slow path: one child per tuple even when threads race here
             child = self.series.get(values)
             if child is None:
@@ -363,10 +456,12 @@ class Family(Generic[_C]):
                     return self._fold(values)
                 child = self._new(self, values)
                 self.series[values] = child
-            # An alias (e.g. an int status code) is cached too, but is not another series; the
-            # bound keeps odd callers from growing the cache without end.
-            if raw == values or len(self._by_pos) < 4 * self._cap:
-                self._by_pos[raw] = child
+            if cacheable and values:
+                # Readers may see an inner dict before its leaf: they miss and come here.
+                node = self._tree
+                for value in values[:-1]:
+                    node = cast("dict[object, object]", node.setdefault(value, {}))
+                node[values[-1]] = child
         return child
 
     def _fold(self, values: tuple[str, ...]) -> _C:
@@ -390,7 +485,7 @@ class Partial(Generic[_C]):
         self._family = family
         self._bound = dict(bound)
 
-    def with_labels(self, **labels: str) -> _C | Partial[_C]:
+    def with_labels(self, /, **labels: str) -> _C | Partial[_C]:
         """with_labels binds more labels by name; rebinding one raises `ConfigError`."""
         again = [name for name in labels if name in self._bound]
         if again:

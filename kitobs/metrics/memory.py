@@ -179,7 +179,7 @@ class Provider:
             raise AssertionError(f"metric {decl.name!r} has no label(s) {sorted(unknown)}")
         return tuple(str(labels.get(n, "")) for n in decl.labels)
 
-    def value(self, name: str, **labels: str) -> float:
+    def value(self, name: str, /, **labels: str) -> float:
         """value reads a counter or gauge series (0 when never recorded), e.g. ``value("jobs")``."""
         if self._process is not None:
             for decl, samples in self._process.collect():
@@ -200,7 +200,7 @@ class Provider:
             return child.value
         raise AssertionError(f"metric {name!r} is a histogram; use observations()")
 
-    def observations(self, name: str, **labels: str) -> list[float]:
+    def observations(self, name: str, /, **labels: str) -> list[float]:
         """observations gives every value a histogram series observed, in order."""
         decl, fam = self._find(name)
         child = fam.series.get(self._key(decl, labels))
@@ -215,19 +215,20 @@ class Provider:
         decl, fam = self._find(name)
         return [dict(zip(decl.labels, values, strict=True)) for values in fam.series]
 
-    def assert_counter(self, name: str, value: float, **labels: str) -> None:
+    def assert_counter(self, name: str, value: float, /, **labels: str) -> None:
         """assert_counter raises AssertionError unless the series' value is *value*."""
         have = self.value(name, **labels)
         if not math.isclose(have, value, rel_tol=1e-9, abs_tol=1e-12):
             raise AssertionError(f"{name}{labels}: want {value}, have {have}")
 
-    def assert_gauge(self, name: str, value: float, **labels: str) -> None:
+    def assert_gauge(self, name: str, value: float, /, **labels: str) -> None:
         """assert_gauge raises AssertionError unless the series' value is *value*."""
         self.assert_counter(name, value, **labels)
 
     def assert_histogram(
         self,
         name: str,
+        /,
         *,
         count: int | None = None,
         sum: float | None = None,
@@ -240,7 +241,7 @@ class Provider:
         if sum is not None and not math.isclose(math.fsum(seen), sum, rel_tol=1e-9):
             raise AssertionError(f"{name}{labels}: want sum {sum}, have {math.fsum(seen)}")
 
-    def quantile(self, name: str, q: float, **labels: str) -> float:
+    def quantile(self, name: str, q: float, /, **labels: str) -> float:
         """quantile gives the exact *q* quantile of a histogram series, e.g. ``0.99``."""
         seen = sorted(self.observations(name, **labels))
         if not seen:
