@@ -1,13 +1,19 @@
 """Logging, metrics and tracing of an endpoint together: one middleware and one decorator.
 
-`instrumenting` chains the three endpoint middlewares in this order, outermost first:
+`instrumenting` records three things per call, in this order, outermost first:
 
-1. tracing (`kitobs.endpoint.tracing`): one span per call, named after the endpoint, made
-   current, failed on an exception or a business error;
-2. logging (`kitobs.endpoint.logging`): one line per call with ``endpoint``, ``duration``,
-   ``outcome`` and ``error``; it runs inside the span, so the line carries the trace ids;
-3. metrics (`kitobs.endpoint.metrics`): ``kitobs_endpoint_duration_seconds{endpoint,outcome}``,
-   observed inside the span too, so an exemplar points at the call's trace.
+1. tracing: one span per call, named after the endpoint, made current, failed on an exception
+   or a business error, with the attribute ``kitobs.outcome``;
+2. logging: one line per call with ``endpoint``, ``duration``, ``outcome`` and ``error``; it is
+   written inside the span, so the line carries the trace ids;
+3. metrics: ``kitobs_endpoint_duration_seconds{endpoint,outcome}``, observed inside the span too,
+   so an exemplar points at the call's trace.
+
+What it records is what `kitobs.endpoint.tracing`, `kitobs.endpoint.logging` and
+`kitobs.endpoint.metrics` record when chained in that order, but it runs as one wrapper: the
+span, the bound logger and the three metric children are fixed when the endpoint is wrapped,
+and a call is one Python frame around the endpoint (two clock reads, one span, one ``observe``,
+one log line). The log line and the metric both time the endpoint itself.
 
 `instrument` applies the same to an existing function or method in place, keeping its signature,
 name, docstring and ``inspect`` behaviour (it is a `wrapt` proxy)::
@@ -25,101 +31,285 @@ instrumented as plain calls: the call ends when the generator object is returned
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import inspect
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import wrapt
 
-from kitobs.endpoint import Endpoint, Middleware, chain, name_of
-from kitobs.endpoint.metrics import metrics_middleware
+from kitobs import contract
+from kitobs.endpoint import (
+    BUSINESS_ERROR,
+    EXCEPTION,
+    SUCCESS,
+    Endpoint,
+    Middleware,
+    is_async,
+    name_of,
+    outcome,
+)
+from kitobs.endpoint.logging import _PLAIN, _emitters, _error_text
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
+    from kitobs.tracing import Span
 
 __all__ = ["instrumenting", "instrument"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_OUTCOME = "kitobs.outcome"  # the span attribute `kitobs.endpoint.tracing` sets too
+# What `kitobs.endpoint.around` copies, so names and callers stay right through other middleware.
+_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
+_clock = time.perf_counter
+
+#: The wrapper `wrapt.FunctionWrapper` calls: (wrapped, instance, args, kwargs) -> result.
+_WraptWrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+class _Recorder:
+    # Everything one instrumented endpoint records with, bound once. The success path of a call
+    # reads these into closure cells (see _sync and the others); the rarer outcomes come here.
+    __slots__ = ("business", "error", "exception", "name", "ok", "span", "success")
+
+    def __init__(self, kit: Kit, name: str, site_of: Callable[..., Any]) -> None:
+        # Declared first: a provider that cannot declare the metric fails the build here.
+        duration = kit.metrics.declare(contract.ENDPOINT_DURATION)
+        self.success = duration.labels(name, SUCCESS).observe
+        self.business = duration.labels(name, BUSINESS_ERROR).observe
+        self.exception = duration.labels(name, EXCEPTION).observe
+        self.ok, self.error = _emitters(kit.logger, name, site_of)
+        self.span = kit.tracer.span
+        self.name = name
+
+    def raised(self, span: Span, elapsed: float, exc: BaseException) -> None:
+        # The span itself records the exception when it exits; here the rest, each step on its
+        # own so that one failing does not skip the others.
+        with contextlib.suppress(Exception):
+            span.set_attribute(_OUTCOME, EXCEPTION)
+        with contextlib.suppress(Exception):
+            self.exception(elapsed)
+        with contextlib.suppress(Exception):
+            self.error("duration", elapsed, "outcome", EXCEPTION, "error", _error_text(exc))
+
+    def settle(self, span: Span, elapsed: float, response: Any) -> None:
+        # A response that might be a `kitobs.endpoint.Failer`: failed() is called once.
+        kind, err = outcome(response, None)
+        with contextlib.suppress(Exception):
+            if err is None:
+                span.set_attribute(_OUTCOME, SUCCESS)
+            else:
+                span.set_attribute(_OUTCOME, BUSINESS_ERROR)
+                span.fail(err, escaped=False)
+        with contextlib.suppress(Exception):
+            (self.success if err is None else self.business)(elapsed)
+        if err is None:
+            self.ok("duration", elapsed, "outcome", SUCCESS)
+        else:
+            self.ok("duration", elapsed, "outcome", kind, "error", _error_text(err))
+
+
+# The four wrappers below differ only in how they call the endpoint (request or args; sync or
+# awaited). Each is written out, not shared through a helper, because a call saved is a
+# measurable share of the whole cost. Recording never raises into the caller: the excepts
+# around it only matter for a misbehaving logger or backend.
+
+
+def _sync(rec: _Recorder, call: Endpoint) -> Endpoint:
+    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+    raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
+
+    def endpoint(request: Any) -> Any:
+        with span(name) as current:
+            begin = clock()
+            try:
+                response = call(request)
+            except BaseException as exc:
+                raised(current, clock() - begin, exc)
+                raise
+            elapsed = clock() - begin
+            try:
+                if response is None or type(response) in plain:
+                    current.set_attribute(_OUTCOME, SUCCESS)
+                    success(elapsed)
+                    ok("duration", elapsed, "outcome", SUCCESS)
+                else:
+                    settle(current, elapsed, response)
+            except Exception:
+                pass
+        return response
+
+    return endpoint
+
+
+def _async(rec: _Recorder, call: Endpoint) -> Endpoint:
+    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+    raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
+
+    async def endpoint(request: Any) -> Any:
+        # The span is current in the awaiting task, so the endpoint's own spans are children.
+        with span(name) as current:
+            begin = clock()
+            try:
+                response = await call(request)
+            except BaseException as exc:  # CancelledError included: the call did not finish
+                raised(current, clock() - begin, exc)
+                raise
+            elapsed = clock() - begin
+            try:
+                if response is None or type(response) in plain:
+                    current.set_attribute(_OUTCOME, SUCCESS)
+                    success(elapsed)
+                    ok("duration", elapsed, "outcome", SUCCESS)
+                else:
+                    settle(current, elapsed, response)
+            except Exception:
+                pass
+        return response
+
+    endpoint._kitobs_async = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def _sync_call(rec: _Recorder) -> _WraptWrapper:
+    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+    raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        with span(name) as current:
+            begin = clock()
+            try:
+                response = wrapped(*args, **kwargs)
+            except BaseException as exc:
+                raised(current, clock() - begin, exc)
+                raise
+            elapsed = clock() - begin
+            try:
+                if response is None or type(response) in plain:
+                    current.set_attribute(_OUTCOME, SUCCESS)
+                    success(elapsed)
+                    ok("duration", elapsed, "outcome", SUCCESS)
+                else:
+                    settle(current, elapsed, response)
+            except Exception:
+                pass
+        return response
+
+    return wrapper
+
+
+def _async_call(rec: _Recorder) -> _WraptWrapper:
+    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+    raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
+
+    async def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        with span(name) as current:
+            begin = clock()
+            try:
+                response = await wrapped(*args, **kwargs)
+            except BaseException as exc:
+                raised(current, clock() - begin, exc)
+                raise
+            elapsed = clock() - begin
+            try:
+                if response is None or type(response) in plain:
+                    current.set_attribute(_OUTCOME, SUCCESS)
+                    success(elapsed)
+                    ok("duration", elapsed, "outcome", SUCCESS)
+                else:
+                    settle(current, elapsed, response)
+            except Exception:
+                pass
+        return response
+
+    return wrapper
 
 
 def instrumenting(kit: Kit, *, name: str | None = None) -> Middleware:
     """instrumenting applies tracing, logging and metrics, in that order, e.g. ``(kit)(ep)``.
 
     *name* names every endpoint it wraps (labels, span name, log key); by default each endpoint's
-    own name.
+    own name. The metric is declared when an endpoint is wrapped, so a provider that cannot
+    declare it raises `kitobs.errors.ConfigError` then, not on a call.
     """
-    # The three middlewares come from their own modules; imported here so that importing this
-    # module does not pull in the tracing and log packages until a Kit is used.
-    from kitobs.endpoint.logging import logging_middleware
-    from kitobs.endpoint.tracing import tracing_middleware
 
-    return chain(
-        tracing_middleware(kit.tracer, name=name),
-        logging_middleware(kit.logger, name=name),
-        metrics_middleware(kit.metrics, name=name),
-    )
+    def middleware(endpoint: Endpoint) -> Endpoint:
+        rec = _Recorder(kit, name or name_of(endpoint), endpoint)
+        wrapper = _async(rec, endpoint) if is_async(endpoint) else _sync(rec, endpoint)
+        _copy_face(wrapper, endpoint)
+        return wrapper
+
+    return middleware
 
 
-def _call(request: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> Any:
-    # The endpoint behind the middlewares: the request is (function, args, kwargs).
-    fn, args, kwargs = request
-    return fn(*args, **kwargs)
+def _copy_face(wrapper: Callable[..., Any], endpoint: Callable[..., Any]) -> None:
+    # As `kitobs.endpoint.around` does: the endpoint's name and definition site stay visible
+    # through any number of middlewares; an endpoint whose names cannot be copied keeps ours.
+    for attr in _ASSIGNED:
+        value = getattr(endpoint, attr, None)
+        if value is not None:
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(wrapper, attr, value)
+    wrapper.__wrapped__ = endpoint  # type: ignore[attr-defined]
 
 
-async def _acall(request: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> Any:
-    fn, args, kwargs = request
-    return await fn(*args, **kwargs)
+def _fused(kit: Kit, target: Callable[..., Any], name: str, coroutine: bool) -> _WraptWrapper:
+    rec = _Recorder(kit, name, target)
+    return _async_call(rec) if coroutine else _sync_call(rec)
 
 
-class _Wrapper:
-    # wrapt's wrapper: builds the instrumented endpoint once (at decoration with an explicit
-    # Kit, at the first call with the default one) and routes every call through it.
-    __slots__ = ("_coroutine", "_endpoint", "_kit", "_lock", "_name", "_target")
+def _lazy(target: Callable[..., Any], name: str, coroutine: bool) -> _WraptWrapper:
+    # For ``@instrument`` without a Kit: the default is looked up at the first call (it may be
+    # set after decoration), then every call goes straight to the fused wrapper.
+    lock = threading.Lock()
+    built: _WraptWrapper | None = None
 
-    def __init__(self, target: Callable[..., Any], kit: Kit | None, name: str) -> None:
-        self._target = target
-        self._kit = kit
-        self._name = name
-        coroutine = inspect.iscoroutinefunction(target)
-        self._coroutine = coroutine
-        self._lock = threading.Lock()
-        self._endpoint: Endpoint | None = None
-        if kit is not None:
-            self._endpoint = self._build(kit)
-
-    def _build(self, kit: Kit) -> Endpoint:
-        inner: Any = functools.partial(_acall if self._coroutine else _call)
-        # The logging middleware names the caller by unwrapping: point it at the user's function.
-        inner.__wrapped__ = self._target
-        return instrumenting(kit, name=self._name)(inner)
-
-    def _resolve(self) -> Endpoint:
-        with self._lock:
-            if self._endpoint is None:
-                from kitobs.kit import default
-
-                self._endpoint = self._build(default())
-            return self._endpoint
-
-    def __call__(
-        self,
-        wrapped: Callable[..., Any],
-        instance: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        endpoint = self._endpoint
-        if endpoint is None:
-            endpoint = self._resolve()
-        return endpoint((wrapped, args, kwargs))
+        nonlocal built
+        fused = built
+        if fused is None:
+            with lock:
+                if built is None:
+                    from kitobs.kit import default
+
+                    built = _fused(default(), target, name, coroutine)
+                fused = built
+        return fused(wrapped, instance, args, kwargs)
+
+    return wrapper
 
 
 def _decorate(fn: _F, kit: Kit | None, name: str | None) -> _F:
     target: Any = fn.__func__ if isinstance(fn, classmethod | staticmethod) else fn
-    wrapper = _Wrapper(target, kit, name or name_of(target))
-    return cast(_F, wrapt.FunctionWrapper(fn, wrapper))
+    chosen = name or name_of(target)
+    coroutine = inspect.iscoroutinefunction(target)
+    wrapper = (
+        _lazy(target, chosen, coroutine) if kit is None else _fused(kit, target, chosen, coroutine)
+    )
+    return cast(_F, _Instrumented(fn, wrapper))
+
+
+class _Instrumented(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    # wrapt's own __call__ looks up ``__self__`` on the wrapped function on every call, to find
+    # the instance of a function decorated after binding; for a plain function the lookup fails,
+    # and the AttributeError raised and cleared inside costs more than the rest of the wrapper.
+    # The fused wrappers ignore the instance (a callable decorated after binding is called as
+    # it is), so calling straight through is the same call. Methods go through wrapt's bound
+    # wrapper, named here because a subclass without it makes wrapt look it up and fail.
+    __slots__ = ()
+    __bound_function_wrapper__ = wrapt.BoundFunctionWrapper
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        wrapper: _WraptWrapper = self._self_wrapper  # type: ignore[assignment]
+        return wrapper(self.__wrapped__, None, args, kwargs)
 
 
 @overload
@@ -136,7 +326,7 @@ def instrument(fn_or_kit: Any = None, /, *, kit: Kit | None = None, name: str | 
     Forms: ``@instrument`` (the process-wide `kitobs.kit.default`, resolved at the first call),
     ``@instrument(kit)``, ``@instrument(kit=kit, name="orders.get")``. The decorated function
     keeps its signature, name, docstring and ``inspect`` behaviour; its exceptions propagate
-    unchanged after being recorded. See `instrumenting` for the order of the layers.
+    unchanged after being recorded. See `instrumenting` for what is recorded, in which order.
     """
     if (fn_or_kit is not None and callable(fn_or_kit)) or isinstance(
         fn_or_kit, classmethod | staticmethod

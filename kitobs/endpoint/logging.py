@@ -28,7 +28,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kitobs.endpoint import EXCEPTION, Endpoint, Middleware, around, name_of, outcome
+from kitobs.endpoint import (
+    EXCEPTION,
+    SUCCESS,
+    Endpoint,
+    Middleware,
+    around,
+    name_of,
+    outcome,
+)
 from kitobs.log import Logger
 
 __all__ = ["logging_middleware"]
@@ -61,6 +69,30 @@ def _error_text(err: BaseException) -> str:
     return f"{kind}: {text}" if text else kind
 
 
+def _emitters(
+    logger: Logger, name: str, endpoint: Callable[..., Any]
+) -> tuple[Callable[..., None], Callable[..., None]]:
+    """Return the (info, error) functions that write *name*'s lines, ``endpoint`` already bound.
+
+    A kitobs logger gets ``endpoint`` bound with ``with_`` (encoded once, not per line) and the
+    caller fixed to *endpoint*'s definition; any other `Logger` gets ``endpoint`` prepended by a
+    partial. Either way a line is then ``emit("duration", d, "outcome", kind[, "error", e])``.
+    """
+    target: Any = logger
+    site = _definition_site(endpoint)
+    with_caller = getattr(target, "with_caller", None)
+    if site is not None and callable(with_caller):
+        target = with_caller(site)
+    with_ = getattr(target, "with_", None)
+    if callable(with_):
+        bound = with_("endpoint", name)
+        if callable(getattr(bound, "log", None)):
+            return getattr(bound, "info", bound.log), getattr(bound, "error", bound.log)
+    info: Callable[..., None] = getattr(target, "info", target.log)
+    error: Callable[..., None] = getattr(target, "error", target.log)
+    return functools.partial(info, "endpoint", name), functools.partial(error, "endpoint", name)
+
+
 def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware:
     """logging_middleware logs one line per call, e.g. ``logging_middleware(logger)(endpoint)``.
 
@@ -70,14 +102,7 @@ def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware
     """
 
     def middleware(endpoint: Endpoint) -> Endpoint:
-        endpoint_name = name or name_of(endpoint)
-        site = _definition_site(endpoint)
-        target: Any = logger
-        with_caller = getattr(logger, "with_caller", None)
-        if site is not None and callable(with_caller):
-            target = with_caller(site)
-        ok: Callable[..., None] = getattr(target, "info", target.log)
-        failed: Callable[..., None] = getattr(target, "error", target.log)
+        ok, failed = _emitters(logger, name or name_of(endpoint), endpoint)
         clock = time.perf_counter
 
         def start(request: Any) -> float:
@@ -86,24 +111,22 @@ def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware
         def finish(begin: float, response: Any, exc: BaseException | None) -> None:
             duration = clock() - begin
             try:
+                if exc is None and (response is None or type(response) in _PLAIN):
+                    ok("duration", duration, "outcome", SUCCESS)
+                    return
                 kind, err = outcome(response, exc)
                 if err is None:
-                    ok("endpoint", endpoint_name, "duration", duration, "outcome", kind)
+                    ok("duration", duration, "outcome", kind)
                 else:
                     emit = failed if kind == EXCEPTION else ok
-                    emit(
-                        "endpoint",
-                        endpoint_name,
-                        "duration",
-                        duration,
-                        "outcome",
-                        kind,
-                        "error",
-                        _error_text(err),
-                    )
+                    emit("duration", duration, "outcome", kind, "error", _error_text(err))
             except Exception:  # logging must not change the endpoint's result
                 pass
 
         return around(endpoint, start, finish)
 
     return middleware
+
+
+# Responses of these types have no ``failed`` method: the outcome is known without a lookup.
+_PLAIN: frozenset[type] = frozenset((int, float, str, bytes, bool, dict, list, tuple))
