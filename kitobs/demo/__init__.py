@@ -12,10 +12,12 @@ setting can be changed by configuration, e.g. ``KITOBS_METRICS_BACKEND=statsd``.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from types import FrameType
 from typing import Any
@@ -79,7 +81,11 @@ def run(
         _banner(server.url, grpc_target, settings, load)
         if generator is not None:
             generator.start()
-        stop.wait(duration if duration > 0 else None)
+        deadline = time.monotonic() + duration if duration > 0 else math.inf
+        # Wait in short steps: a signal delivered to another thread only runs its Python handler
+        # once the main thread wakes up, and an untimed wait might never wake.
+        while not stop.wait(0.2) and time.monotonic() < deadline:
+            pass
     finally:
         if generator is not None:
             generator.stop()
