@@ -252,6 +252,7 @@ class _Family:
         "encode",
         "generic",
         "hidden",
+        "id_quote",
         "keys",
         "level_key",
         "marker",
@@ -321,6 +322,9 @@ class _Family:
         self.generic = _generic_body(self)
         sep = codec.sep
         self.trace_keys = (sep + codec.key_text("trace_id"), sep + codec.key_text("span_id"))
+        # How the codec quotes a plain alphanumeric string: '"' for JSON, nothing for logfmt.
+        plain = codec.string("a")
+        self.id_quote = plain[: plain.index("a")]
 
     def key(self, key: object) -> tuple[str, bool]:
         """Return a key's fragment (separator included) and whether its value is redacted."""
@@ -381,6 +385,15 @@ class _Family:
         trace_id, span_id = ids
         tk, sk = self.trace_keys
         if type(trace_id) is str and type(span_id) is str:
+            # Hex ids (what tracers give) need no escaping in either format: skip the encoder.
+            if (
+                trace_id.isascii()
+                and trace_id.isalnum()
+                and span_id.isascii()
+                and span_id.isalnum()
+            ):
+                q = self.id_quote
+                return f"{tk}{q}{trace_id}{q}{sk}{q}{span_id}{q}"
             return tk + self.codec.string(trace_id) + sk + self.codec.string(span_id)
         return tk + self.codec.other(trace_id) + sk + self.codec.other(span_id)
 
@@ -587,6 +600,34 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
                 on_error(err)
 
         return emit_default
+
+    if clock is not None and not dynamic_caller:
+        # The default configuration with a trace hook (what a Kit builds): the same straight
+        # line, plus the span's ids when there is one.
+        traced_clock, traced_refresh, traced_ctx = clock, clock.refresh, head + ctx
+        hook = trace_context
+
+        def emit_traced(*keyvals: object) -> None:
+            try:
+                ns = time_ns()
+                start, end, text = traced_clock.state
+                if not start <= ns < end:
+                    start, end, text = traced_refresh(ns)
+                body = shape(keyvals[::2]) or body_for(keyvals)
+                us = digits3[(ns - start) // 1000]
+                ids = hook()  # type: ignore[misc]
+                if ids is None:
+                    data = f"{text}{us}{traced_ctx}{body(*keyvals)}{tail}".encode()
+                else:
+                    data = f"{text}{us}{head}{trace(ids)}{ctx}{body(*keyvals)}{tail}".encode()
+            except Exception:
+                data = safe_line(plain_head, ctx, tail, keyvals, None)
+            try:
+                write(data)
+            except Exception as err:
+                on_error(err)
+
+        return emit_traced
 
     def emit(*keyvals: object) -> None:
         try:
