@@ -2,9 +2,9 @@
 
 ``kitobs demo [--host H] [--port P] [--config FILE] [--load RATE]`` runs the example service;
 ``kitobs dashboards export [--out DIR]`` writes the Grafana dashboards;
-``kitobs config show`` prints the effective configuration and ``kitobs config reference`` the
-reference of every key. A configuration error prints its message and exits with status 2, without
-a traceback.
+``kitobs config show`` prints the effective configuration, ``kitobs config reference`` the
+reference of every key, and ``kitobs contract reference`` the metric names kitobs emits. A
+configuration error prints its message and exits with status 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     show = cfg_sub.add_parser("show", help="print the effective configuration")
     show.add_argument("--config", metavar="FILE", help="TOML configuration file")
     cfg_sub.add_parser("reference", help="print the reference of every key (Markdown)")
+
+    con = sub.add_parser("contract", help="the metric names kitobs emits")
+    con_sub = con.add_subparsers(dest="action", required=True, metavar="ACTION")
+    con_sub.add_parser("reference", help="print every contract metric (Markdown)")
     return parser
 
 
@@ -87,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for path in export(Path(args.out)):
                 print(path)
+            return 0
+        if args.command == "contract":
+            from kitobs.contract import reference
+
+            sys.stdout.write(reference())
             return 0
         if args.action == "show":
             settings = config.load(args.config)

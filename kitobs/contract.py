@@ -59,6 +59,7 @@ __all__ = [
     "otel_attribute",
     "check_base_name",
     "check_label_name",
+    "reference",
 ]
 
 MetricKind = Literal["counter", "gauge", "histogram"]
@@ -284,3 +285,39 @@ ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...]
     TELEMETRY_DROPPED,
     LABEL_SETS_FOLDED,
 )
+
+
+def reference() -> str:
+    """reference renders the contract as Markdown, e.g. for ``docs/metric-names.md``.
+
+    One row per metric: its Prometheus, statsd and OpenTelemetry names, type and labels.
+    """
+    lines = [
+        "# Metric names",
+        "",
+        "Generated from `kitobs.contract` by `kitobs contract reference`; do not edit by hand.",
+        "These names are a public interface: dashboards, alerts and recording rules build on them.",
+        "Labels in *italics* are present only on some series (e.g. `error_type` only on errors).",
+        "",
+        "| Prometheus | statsd | OpenTelemetry | type | labels | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for spec in ALL:
+        labels = ", ".join(
+            f"*`{label}`*" if label in spec.optional_labels else f"`{label}`"
+            for label in spec.labels
+        )
+        lines.append(
+            f"| `{spec.prometheus_name}` | `{statsd_name(spec.name)}` | `{spec.otel}` "
+            f"| {spec.kind} | {labels} | {spec.help} |"
+        )
+    lines += [
+        "",
+        "Durations are histograms in seconds with the buckets "
+        + ", ".join(f"{b:g}" for b in ALL[0].buckets or ())
+        + " (statsd: timers in milliseconds). `http_route` is the route template, "
+        f"`{UNMATCHED_ROUTE}` when no route matched; unknown HTTP methods are `{OTHER_METHOD}`; "
+        "status codes are strings. Process and runtime metrics use prometheus_client's names "
+        "(`process_*`, `python_gc_*`, `python_info`).",
+    ]
+    return "\n".join(lines) + "\n"

@@ -63,3 +63,18 @@ def test_demo_rejects_a_bad_config_file_without_traceback(tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
     assert "metrics.backend" in proc.stderr
     assert "'graphite'" in proc.stderr
+
+
+def test_metric_names_doc_matches_the_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    from kitobs import contract
+
+    assert main(["contract", "reference"]) == 0
+    out = capsys.readouterr().out
+    assert out == contract.reference()
+    doc = Path(__file__).parents[2] / "docs" / "metric-names.md"
+    assert doc.read_text() == out, (
+        "docs/metric-names.md is out of date: "
+        "run `kitobs contract reference > docs/metric-names.md`"
+    )
+    for spec in contract.ALL:
+        assert f"| `{spec.prometheus_name}` |" in out
