@@ -216,3 +216,15 @@ def test_choices_are_case_insensitive() -> None:
     )
     assert settings.log.level == "warn"
     assert settings.metrics.backend == ("statsd",)
+
+
+def test_reference_in_readme_matches_the_schema() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("<!-- config-reference:start")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- config-reference:end -->")
+    generated = config.reference().split("\n", 2)[2].strip("\n").replace("\n## [", "\n### [")
+    assert readme[start:end].strip("\n") == generated, (
+        "the configuration reference in README.md is out of date: regenerate it from "
+        "`kitobs config reference` (sections as ### headings)"
+    )
