@@ -46,7 +46,7 @@ from kitobs.contract import otel_name as _otel_name
 from kitobs.errors import ConfigError, DuplicateMetricError
 
 if TYPE_CHECKING:
-    from kitobs.metrics import Counter, Gauge, GaugeCallback, Histogram
+    from kitobs.metrics import Counter, Gauge, GaugeCallback, Histogram, InstrumentT
 
 __all__ = [
     "LOCK_FREE",
@@ -65,6 +65,7 @@ __all__ = [
     "Partial",
     "Bound",
     "SELF_SIGNALS",
+    "Declaring",
 ]
 
 #: LOCK_FREE is True where bound children may update without a lock: CPython 3.10+ with the GIL.
@@ -691,3 +692,64 @@ class Core:
                     "labels",
                     dict(zip(decl.labels, values, strict=True)),
                 )
+
+
+class Declaring:
+    """Declaring is the part of a `kitobs.metrics.Provider` that family-based backends share.
+
+    A backend mixes it in, defines ``_make(decl)`` (the family of one `Declaration`, made or
+    found through its `Core`) and sets ``_dropped_family`` to its declared
+    ``kitobs_telemetry_dropped_total``; it then answers ``counter``, ``gauge``, ``histogram``,
+    ``declare`` and ``dropped`` the same way as every other backend. A gauge's *callback* is
+    stored on its family and read by the backend at collection time.
+    """
+
+    __slots__ = ()
+
+    _dropped_family: Counter
+
+    def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
+        raise NotImplementedError
+
+    def counter(
+        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
+    ) -> Counter:
+        """counter declares a counter, e.g. ``counter("jobs", help="Jobs run.")``."""
+        made = self._make(declaration(name, "counter", help=help, unit=unit, labels=labels))
+        return cast("Counter", made)
+
+    def gauge(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        callback: GaugeCallback | None = None,
+    ) -> Gauge:
+        """gauge declares a gauge, e.g. ``gauge("queue_depth", help="…", callback=q.qsize)``."""
+        made = self._make(declaration(name, "gauge", help=help, unit=unit, labels=labels))
+        if callback is not None:
+            cast("Family[Bound]", made).callback = callback
+        return cast("Gauge", made)
+
+    def histogram(
+        self,
+        name: str,
+        *,
+        help: str,
+        unit: str = "",
+        labels: Sequence[str] = (),
+        buckets: Sequence[float] | None = None,
+    ) -> Histogram:
+        """histogram declares a histogram, e.g. ``histogram("job_duration", unit="seconds")``."""
+        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
+        return cast("Histogram", self._make(decl))
+
+    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
+        """declare declares a contract metric, e.g. ``declare(contract.ENDPOINT_DURATION)``."""
+        return cast("InstrumentT", self._make(from_spec(spec)))
+
+    def dropped(self, signal: str, reason: str) -> Counter:
+        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
+        return self._dropped_family.labels(signal, reason)

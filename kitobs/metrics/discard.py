@@ -10,8 +10,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from kitobs.contract import TELEMETRY_DROPPED
 from kitobs.metrics._declare import (
@@ -19,17 +18,14 @@ from kitobs.metrics._declare import (
     Core,
     CounterFamily,
     Declaration,
+    Declaring,
     Family,
     GaugeFamily,
     HistogramFamily,
-    declaration,
-    from_spec,
 )
 
 if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
-    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
-    from kitobs.metrics import Counter as CounterProtocol
+    from kitobs.metrics import ASGIApp, WSGIApp
 
 __all__ = ["Provider", "Child", "Counter", "Gauge", "Histogram"]
 
@@ -60,55 +56,17 @@ Gauge = GaugeFamily[Child]
 Histogram = HistogramFamily[Child]
 
 
-class Provider:
-    """Provider builds metrics that record nothing, e.g. ``discard.Provider()``."""
+class Provider(Declaring):
+    """Provider builds metrics that record nothing, e.g. ``discard.Provider()``.
+
+    Every instrument records nothing, a gauge's callback is never read, and ``dropped`` gives a
+    counter that records nothing.
+    """
 
     def __init__(self, **_ignored: Any) -> None:
         # A low cap: the children are empty, but their cache should stay small anyway.
         self._core = Core(max_label_sets=100)
-
-    def counter(
-        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
-    ) -> Counter:
-        """counter declares a counter that records nothing."""
-        return cast(
-            "Counter", self._make(declaration(name, "counter", help=help, unit=unit, labels=labels))
-        )
-
-    def gauge(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        callback: GaugeCallback | None = None,
-    ) -> Gauge:
-        """gauge declares a gauge that records nothing; the callback is never read."""
-        return cast(
-            "Gauge", self._make(declaration(name, "gauge", help=help, unit=unit, labels=labels))
-        )
-
-    def histogram(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] | None = None,
-    ) -> Histogram:
-        """histogram declares a histogram that records nothing."""
-        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
-        return cast("Histogram", self._make(decl))
-
-    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
-        """declare declares a contract metric that records nothing."""
-        return cast("InstrumentT", self._make(from_spec(spec)))
-
-    def dropped(self, signal: str, reason: str) -> CounterProtocol:
-        """dropped gives a counter that records nothing."""
-        return self.declare(TELEMETRY_DROPPED).labels(signal, reason)
+        self._dropped_family = self.declare(TELEMETRY_DROPPED)
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes is empty: this backend serves no page."""

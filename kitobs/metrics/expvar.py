@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from kitobs.config import DEFAULT_REDACT_KEYS
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
@@ -37,13 +37,12 @@ from kitobs.metrics._declare import (
     Core,
     CounterFamily,
     Declaration,
+    Declaring,
     Family,
     GaugeFamily,
     HistogramFamily,
     Logger,
     check_buckets,
-    declaration,
-    from_spec,
 )
 from kitobs.metrics._exposition import callback_samples
 from kitobs.metrics._http import Server, serve
@@ -56,9 +55,7 @@ from kitobs.metrics._store import (
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
-    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
-    from kitobs.metrics import Counter as CounterProtocol
+    from kitobs.metrics import ASGIApp, WSGIApp
 
 __all__ = [
     "Provider",
@@ -177,8 +174,11 @@ Gauge = GaugeFamily[GaugeValue]
 Histogram = HistogramFamily[Sketch]
 
 
-class Provider:
+class Provider(Declaring):
     """Provider keeps metrics for a JSON page, e.g. ``expvar.Provider(quantiles=(0.5, 0.99))``.
+
+    A gauge's callback is read when the page is rendered; histogram buckets are validated, but
+    the page reports count, sum and quantiles.
 
     Args:
         quantiles: the quantiles reported for histograms.
@@ -228,52 +228,6 @@ class Provider:
         self._server: Server | None = None
         if listen:
             self._server = serve(self.wsgi_routes(), listen, key="metrics.expvar.listen")
-
-    def counter(
-        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
-    ) -> Counter:
-        """counter declares a counter, e.g. ``counter("jobs", help="Jobs run.")``."""
-        return cast(
-            "Counter", self._make(declaration(name, "counter", help=help, unit=unit, labels=labels))
-        )
-
-    def gauge(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        callback: GaugeCallback | None = None,
-    ) -> Gauge:
-        """gauge declares a gauge; a *callback* is read when the page is rendered."""
-        gauge = cast(
-            "Gauge", self._make(declaration(name, "gauge", help=help, unit=unit, labels=labels))
-        )
-        if callback is not None:
-            gauge.callback = callback
-        return gauge
-
-    def histogram(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] | None = None,
-    ) -> Histogram:
-        """histogram declares a histogram; buckets are validated but quantiles are reported."""
-        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
-        return cast("Histogram", self._make(decl))
-
-    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
-        """declare declares a contract metric, e.g. ``declare(contract.ENDPOINT_DURATION)``."""
-        return cast("InstrumentT", self._make(from_spec(spec)))
-
-    def dropped(self, signal: str, reason: str) -> CounterProtocol:
-        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
-        return self._dropped_family.labels(signal, reason)
 
     def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
         def make(d: Declaration) -> Counter | Gauge | Histogram:

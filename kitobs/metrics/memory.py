@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
@@ -29,20 +29,17 @@ from kitobs.metrics._declare import (
     Core,
     CounterFamily,
     Declaration,
+    Declaring,
     Family,
     GaugeFamily,
     HistogramFamily,
     Logger,
-    declaration,
-    from_spec,
 )
 from kitobs.metrics._store import CounterValue, GaugeValue, LockedCounterValue, LockedGaugeValue
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
-    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
-    from kitobs.metrics import Counter as CounterProtocol
+    from kitobs.metrics import ASGIApp, WSGIApp
 
 __all__ = ["Provider", "Counter", "Gauge", "Histogram", "HistogramValue"]
 
@@ -70,8 +67,10 @@ Gauge = GaugeFamily[GaugeValue]
 Histogram = HistogramFamily[HistogramValue]
 
 
-class Provider:
+class Provider(Declaring):
     """Provider records in memory, e.g. ``memory.Provider()`` in a test.
+
+    A gauge's callback is read by `value`; every histogram observation is kept.
 
     Args:
         common_labels: labels added to every series; assertions ignore them.
@@ -96,50 +95,6 @@ class Provider:
         for signal in SELF_SIGNALS:
             self._dropped_family.labels(signal, "queue_full")
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
-
-    def counter(
-        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
-    ) -> Counter:
-        """counter declares a counter, e.g. ``counter("jobs", help="Jobs run.")``."""
-        return self._make(declaration(name, "counter", help=help, unit=unit, labels=labels))  # type: ignore[return-value]
-
-    def gauge(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        callback: GaugeCallback | None = None,
-    ) -> Gauge:
-        """gauge declares a gauge; a *callback* is read by `value`."""
-        gauge = cast(
-            "Gauge", self._make(declaration(name, "gauge", help=help, unit=unit, labels=labels))
-        )
-        if callback is not None:
-            gauge.callback = callback
-        return gauge
-
-    def histogram(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] | None = None,
-    ) -> Histogram:
-        """histogram declares a histogram; every observation is kept."""
-        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
-        return cast("Histogram", self._make(decl))
-
-    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
-        """declare declares a contract metric, e.g. ``declare(contract.ENDPOINT_DURATION)``."""
-        return cast("InstrumentT", self._make(from_spec(spec)))
-
-    def dropped(self, signal: str, reason: str) -> CounterProtocol:
-        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
-        return self._dropped_family.labels(signal, reason)
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes is empty: this backend serves no page."""

@@ -37,9 +37,9 @@ import struct
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
@@ -49,12 +49,11 @@ from kitobs.metrics._declare import (
     Core,
     CounterFamily,
     Declaration,
+    Declaring,
     Family,
     GaugeFamily,
     HistogramFamily,
     Logger,
-    declaration,
-    from_spec,
 )
 from kitobs.metrics._exposition import (
     OPENMETRICS,
@@ -69,9 +68,7 @@ from kitobs.metrics._store import fmt
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
-    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
-    from kitobs.metrics import Counter as CounterProtocol
+    from kitobs.metrics import ASGIApp, WSGIApp
 
 __all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot"]
 
@@ -195,8 +192,10 @@ def _after_fork(ref: weakref.ref[Provider]) -> None:
         provider._reopen()
 
 
-class Provider:
+class Provider(Declaring):
     """Provider keeps Prometheus metrics shared by the processes of one server.
+
+    Gauges are summed over live processes; a gauge's callback is this process's reading.
 
     Args:
         directory: the shared directory, e.g. ``/run/myapp/metrics``; created if missing.
@@ -245,50 +244,6 @@ class Provider:
             self._server = serve(self.wsgi_routes(), listen, key="metrics.prometheus.listen")
 
     # --- declaring ------------------------------------------------------------------------
-
-    def counter(
-        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
-    ) -> Counter:
-        """counter declares a counter summed over every process, live or exited."""
-        decl = declaration(name, "counter", help=help, unit=unit, labels=labels)
-        return cast("Counter", self._make(decl))
-
-    def gauge(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        callback: GaugeCallback | None = None,
-    ) -> Gauge:
-        """gauge declares a gauge summed over live processes; a *callback* is this process's."""
-        decl = declaration(name, "gauge", help=help, unit=unit, labels=labels)
-        gauge = cast("Gauge", self._make(decl))
-        if callback is not None:
-            gauge.callback = callback
-        return gauge
-
-    def histogram(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] | None = None,
-    ) -> Histogram:
-        """histogram declares a histogram summed over every process."""
-        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
-        return cast("Histogram", self._make(decl))
-
-    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
-        """declare declares a contract metric."""
-        return cast("InstrumentT", self._make(from_spec(spec)))
-
-    def dropped(self, signal: str, reason: str) -> CounterProtocol:
-        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
-        return self._dropped_family.labels(signal, reason)
 
     def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
         def child(family: Family[Slot], values: tuple[str, ...]) -> Slot:

@@ -22,7 +22,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -37,21 +37,18 @@ from kitobs.metrics._declare import (
     Core,
     CounterFamily,
     Declaration,
+    Declaring,
     Family,
     GaugeFamily,
     HistogramFamily,
     Logger,
-    declaration,
-    from_spec,
 )
 from kitobs.metrics._exposition import callback_samples
 from kitobs.metrics._store import GaugeValue, LockedGaugeValue
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
-    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
-    from kitobs.metrics import Counter as CounterProtocol
+    from kitobs.metrics import ASGIApp, WSGIApp
 
 __all__ = ["Provider", "Counter", "Gauge", "Histogram", "CounterChild", "HistogramChild", "UNITS"]
 
@@ -100,8 +97,11 @@ Gauge = GaugeFamily[GaugeValue]
 Histogram = HistogramFamily[HistogramChild]
 
 
-class Provider:
+class Provider(Declaring):
     """Provider records through OpenTelemetry, e.g. ``otel.Provider(meter_provider)``.
+
+    Counters, gauges (observable gauges) and histograms (the buckets as advisory boundaries)
+    become OpenTelemetry instruments under their semantic-convention names.
 
     Args:
         meter_provider: the MeterProvider to use; built from *metric_readers* when None.
@@ -142,53 +142,6 @@ class Provider:
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         if process_metrics:
             self._process_instruments(ProcessCollector())
-
-    def counter(
-        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
-    ) -> Counter:
-        """counter declares an OTel Counter, e.g. ``counter("jobs", help="Jobs run.")``."""
-        return cast(
-            "Counter",
-            self._make(declaration(name, "counter", help=help, unit=unit, labels=labels)),
-        )
-
-    def gauge(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        callback: GaugeCallback | None = None,
-    ) -> Gauge:
-        """gauge declares a gauge reported by an OTel observable gauge."""
-        gauge = cast(
-            "Gauge", self._make(declaration(name, "gauge", help=help, unit=unit, labels=labels))
-        )
-        if callback is not None:
-            gauge.callback = callback
-        return gauge
-
-    def histogram(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] | None = None,
-    ) -> Histogram:
-        """histogram declares an OTel Histogram with the buckets as advisory boundaries."""
-        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
-        return cast("Histogram", self._make(decl))
-
-    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
-        """declare declares a contract metric under its semantic-convention name."""
-        return cast("InstrumentT", self._make(from_spec(spec)))
-
-    def dropped(self, signal: str, reason: str) -> CounterProtocol:
-        """dropped gives ``kitobs.telemetry.dropped{signal,reason}``'s bound child."""
-        return self._dropped_family.labels(signal, reason)
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes is empty: this backend serves no page."""

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.metrics._declare import (
@@ -30,12 +30,11 @@ from kitobs.metrics._declare import (
     Core,
     CounterFamily,
     Declaration,
+    Declaring,
     Family,
     GaugeFamily,
     HistogramFamily,
     Logger,
-    declaration,
-    from_spec,
 )
 from kitobs.metrics._exposition import (
     OPENMETRICS,
@@ -52,16 +51,10 @@ from kitobs.metrics._store import CounterValue, GaugeValue, HistogramValue, chil
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
     from kitobs.metrics import (
         ASGIApp,
         ExemplarContext,
-        GaugeCallback,
-        InstrumentT,
         WSGIApp,
-    )
-    from kitobs.metrics import (
-        Counter as CounterProtocol,
     )
 
 __all__ = [
@@ -82,7 +75,7 @@ Histogram = HistogramFamily[HistogramValue]
 _Start = Callable[..., Any]
 
 
-class Provider:
+class Provider(Declaring):
     """Provider keeps metrics for Prometheus to scrape, e.g. ``prometheus.Provider()``.
 
     Args:
@@ -131,52 +124,12 @@ class Provider:
 
     # --- declaring ------------------------------------------------------------------------
 
-    def counter(
-        self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
-    ) -> Counter:
-        """counter declares a counter, e.g. ``counter("jobs", help="Jobs run.")``."""
-        return self._counter(declaration(name, "counter", help=help, unit=unit, labels=labels))
-
-    def gauge(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        callback: GaugeCallback | None = None,
-    ) -> Gauge:
-        """gauge declares a gauge, e.g. ``gauge("queue_depth", help="…", callback=q.qsize)``."""
-        gauge = self._gauge(declaration(name, "gauge", help=help, unit=unit, labels=labels))
-        if callback is not None:
-            gauge.callback = callback
-        return gauge
-
-    def histogram(
-        self,
-        name: str,
-        *,
-        help: str,
-        unit: str = "",
-        labels: Sequence[str] = (),
-        buckets: Sequence[float] | None = None,
-    ) -> Histogram:
-        """histogram declares a histogram, e.g. ``histogram("job_duration", unit="seconds")``."""
-        decl = declaration(name, "histogram", help=help, unit=unit, labels=labels, buckets=buckets)
-        return self._histogram(decl)
-
-    def declare(self, spec: MetricSpec[InstrumentT]) -> InstrumentT:
-        """declare declares a contract metric, e.g. ``declare(contract.ENDPOINT_DURATION)``."""
-        decl = from_spec(spec)
+    def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
         if decl.kind == "counter":
-            return cast("InstrumentT", self._counter(decl))
+            return self._counter(decl)
         if decl.kind == "gauge":
-            return cast("InstrumentT", self._gauge(decl))
-        return cast("InstrumentT", self._histogram(decl))
-
-    def dropped(self, signal: str, reason: str) -> CounterProtocol:
-        """dropped gives ``kitobs_telemetry_dropped_total{signal,reason}``'s bound child."""
-        return self._dropped_family.labels(signal, reason)
+            return self._gauge(decl)
+        return self._histogram(decl)
 
     def _block(self, decl: Declaration, values: tuple[str, ...]) -> str:
         core = self._core

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from kitobs.contract import MetricSpec
     from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
     from kitobs.metrics import Counter as CounterProtocol
+    from kitobs.metrics import Gauge as GaugeProtocol
+    from kitobs.metrics import Histogram as HistogramProtocol
 
 __all__ = ["Provider", "Counter", "Gauge", "Histogram", "grouping_path"]
 
@@ -126,7 +128,7 @@ class Provider:
 
     def counter(
         self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
-    ) -> Counter:
+    ) -> CounterProtocol:
         """counter declares a counter, e.g. ``counter("rows", help="Rows copied.")``."""
         return self._prom.counter(name, help=help, unit=unit, labels=labels)
 
@@ -138,7 +140,7 @@ class Provider:
         unit: str = "",
         labels: Sequence[str] = (),
         callback: GaugeCallback | None = None,
-    ) -> Gauge:
+    ) -> GaugeProtocol:
         """gauge declares a gauge; a *callback* is read at each push."""
         return self._prom.gauge(name, help=help, unit=unit, labels=labels, callback=callback)
 
@@ -150,7 +152,7 @@ class Provider:
         unit: str = "",
         labels: Sequence[str] = (),
         buckets: Sequence[float] | None = None,
-    ) -> Histogram:
+    ) -> HistogramProtocol:
         """histogram declares a histogram, e.g. ``histogram("batch_duration", unit="seconds")``."""
         return self._prom.histogram(name, help=help, unit=unit, labels=labels, buckets=buckets)
 
