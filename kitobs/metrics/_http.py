@@ -1,11 +1,15 @@
-"""A small standalone HTTP server for exposition apps, and address parsing.
+"""Serving pages over HTTP: the reply of a WSGI or ASGI page, a small standalone server, and
+address parsing.
 
-`serve` runs WSGI apps by path on a loopback address in a daemon thread; `Server.close` stops
-it and frees the port, so a new server can bind the same port at once.
+`wsgi_reply` and `asgi_reply` answer one request with a page rendered for its ``Accept`` header;
+every backend's ``wsgi_app``/``asgi_app`` is one of them. `serve` runs WSGI apps by path on a
+loopback address in a daemon thread; `Server.close` stops it and frees the port, so a new server
+can bind the same port at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socketserver
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -14,9 +18,46 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from kitobs.errors import ConfigError
 
-__all__ = ["Server", "parse_address", "serve", "route"]
+__all__ = ["Page", "Server", "asgi_reply", "parse_address", "route", "serve", "wsgi_reply"]
 
 _WSGI = Callable[..., Iterable[bytes]]
+
+#: Page renders a page for an ``Accept`` header: (body, content type).
+Page = Callable[[str], tuple[bytes, str]]
+
+
+def wsgi_reply(
+    environ: Mapping[str, Any], start_response: Callable[..., Any], page: Page
+) -> list[bytes]:
+    """wsgi_reply answers a WSGI request with *page* rendered for its ``Accept`` header."""
+    body, content_type = page(environ.get("HTTP_ACCEPT", ""))
+    start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+async def asgi_reply(
+    scope: Mapping[str, Any], send: Callable[[Mapping[str, Any]], Any], page: Page
+) -> None:
+    """asgi_reply answers an ASGI 3 ``http`` request with *page*; other scopes get nothing."""
+    if scope.get("type") != "http":
+        return
+    accept = ""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"accept":
+            accept = value.decode("latin-1")
+    # Rendering is CPU-bound and short; a thread keeps a big registry off the event loop.
+    body, content_type = await asyncio.to_thread(page, accept)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def parse_address(value: str, *, key: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -45,7 +44,7 @@ from kitobs.metrics._declare import (
     check_buckets,
 )
 from kitobs.metrics._exposition import callback_samples
-from kitobs.metrics._http import Server, serve
+from kitobs.metrics._http import Server, asgi_reply, serve, wsgi_reply
 from kitobs.metrics._store import (
     CounterValue,
     GaugeValue,
@@ -318,11 +317,7 @@ class Provider(Declaring):
         self, environ: Mapping[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         """wsgi_app serves the page (WSGI)."""
-        body = self.page()
-        start_response(
-            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        )
-        return [body]
+        return wsgi_reply(environ, start_response, self._page)
 
     async def asgi_app(
         self,
@@ -331,20 +326,10 @@ class Provider(Declaring):
         send: Callable[[Mapping[str, Any]], Any],
     ) -> None:
         """asgi_app serves the page (ASGI 3)."""
-        if scope.get("type") != "http":
-            return
-        body = await asyncio.to_thread(self.page)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await asgi_reply(scope, send, self._page)
+
+    def _page(self, accept: str) -> tuple[bytes, str]:
+        return self.page(), "application/json"
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes maps the page's path to its WSGI app, e.g. ``{"/debug/vars": app}``."""

@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import fcntl
@@ -63,7 +62,7 @@ from kitobs.metrics._exposition import (
     label_block,
     negotiate,
 )
-from kitobs.metrics._http import Server, serve
+from kitobs.metrics._http import Server, asgi_reply, serve, wsgi_reply
 from kitobs.metrics._store import fmt
 from kitobs.metrics.process import Collector as ProcessCollector
 
@@ -454,13 +453,7 @@ class Provider(Declaring):
         self, environ: Mapping[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         """wsgi_app serves the summed exposition (WSGI)."""
-        om = negotiate(environ.get("HTTP_ACCEPT", ""))
-        body = self.exposition(openmetrics=om)
-        start_response(
-            "200 OK",
-            [("Content-Type", OPENMETRICS if om else TEXT), ("Content-Length", str(len(body)))],
-        )
-        return [body]
+        return wsgi_reply(environ, start_response, self._page)
 
     async def asgi_app(
         self,
@@ -469,19 +462,11 @@ class Provider(Declaring):
         send: Callable[[Mapping[str, Any]], Any],
     ) -> None:
         """asgi_app serves the summed exposition (ASGI 3)."""
-        if scope.get("type") != "http":
-            return
-        accept = ""
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"accept":
-                accept = value.decode("latin-1")
+        await asgi_reply(scope, send, self._page)
+
+    def _page(self, accept: str) -> tuple[bytes, str]:
         om = negotiate(accept)
-        body = await asyncio.to_thread(self.exposition, openmetrics=om)
-        ctype = (OPENMETRICS if om else TEXT).encode()
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]}
-        )
-        await send({"type": "http.response.body", "body": body})
+        return self.exposition(openmetrics=om), OPENMETRICS if om else TEXT
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes maps the exposition path to its WSGI app."""

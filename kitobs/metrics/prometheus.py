@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -46,7 +45,7 @@ from kitobs.metrics._exposition import (
     render,
     sample_prefix,
 )
-from kitobs.metrics._http import Server, serve
+from kitobs.metrics._http import Server, asgi_reply, serve, wsgi_reply
 from kitobs.metrics._store import CounterValue, GaugeValue, HistogramValue, children
 from kitobs.metrics.process import Collector as ProcessCollector
 
@@ -71,8 +70,6 @@ Counter = CounterFamily[CounterValue]
 Gauge = GaugeFamily[GaugeValue]
 #: Histogram is a prometheus histogram: a family of `HistogramValue` children.
 Histogram = HistogramFamily[HistogramValue]
-
-_Start = Callable[..., Any]
 
 
 class Provider(Declaring):
@@ -194,15 +191,11 @@ class Provider(Declaring):
         """collector adapts this registry to prometheus_client: ``registry.register(c)``."""
         return Collector(self)
 
-    def wsgi_app(self, environ: Mapping[str, Any], start_response: _Start) -> Iterable[bytes]:
+    def wsgi_app(
+        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
         """wsgi_app serves the exposition (WSGI), negotiating OpenMetrics by ``Accept``."""
-        om = negotiate(environ.get("HTTP_ACCEPT", ""))
-        body = self.exposition(openmetrics=om)
-        start_response(
-            "200 OK",
-            [("Content-Type", OPENMETRICS if om else TEXT), ("Content-Length", str(len(body)))],
-        )
-        return [body]
+        return wsgi_reply(environ, start_response, self._page)
 
     async def asgi_app(
         self,
@@ -211,24 +204,11 @@ class Provider(Declaring):
         send: Callable[[Mapping[str, Any]], Any],
     ) -> None:
         """asgi_app serves the exposition (ASGI 3 ``http`` scope), like `wsgi_app`."""
-        if scope.get("type") != "http":
-            return
-        accept = ""
-        for name, value in scope.get("headers", ()):
-            if name.lower() == b"accept":
-                accept = value.decode("latin-1")
+        await asgi_reply(scope, send, self._page)
+
+    def _page(self, accept: str) -> tuple[bytes, str]:
         om = negotiate(accept)
-        # Rendering is CPU-bound and short; a thread keeps a big registry off the event loop.
-        body = await asyncio.to_thread(self.exposition, openmetrics=om)
-        ctype = (OPENMETRICS if om else TEXT).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        return self.exposition(openmetrics=om), OPENMETRICS if om else TEXT
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes maps the exposition path to its WSGI app, e.g. ``{"/metrics": app}``."""
