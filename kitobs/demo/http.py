@@ -43,12 +43,20 @@ def _int(query: dict[str, list[str]], name: str, default: int = 0) -> int:
         raise BadRequest(f"{name} must be an integer") from None
 
 
+def _decode_sum(environ: wsgi.Environ) -> IntRequest:
+    query = _query(environ)
+    return IntRequest(_int(query, "a"), _int(query, "b"))
+
+
+def _decode_concat(environ: wsgi.Environ) -> TextRequest:
+    query = _query(environ)
+    return TextRequest(query.get("a", [""])[0], query.get("b", [""])[0])
+
+
 def _decoders() -> dict[str, Decoder]:
     return {
-        "/sum": lambda env: IntRequest(_int(_query(env), "a"), _int(_query(env), "b")),
-        "/concat": lambda env: TextRequest(
-            _query(env).get("a", [""])[0], _query(env).get("b", [""])[0]
-        ),
+        "/sum": _decode_sum,
+        "/concat": _decode_concat,
         "/slow": lambda env: SlowRequest(float(_int(_query(env), "ms", 100))),
         "/flaky": lambda env: None,
     }
@@ -88,21 +96,18 @@ def _with_route(route: str, app: Callable[..., Any]) -> wsgi.WSGIApp:
     return routed
 
 
-def _healthz(environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
-    body = b'{"status": "ok"}'
-    start_response(
-        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    )
-    return [body]
+def _json(status: str, body: bytes) -> wsgi.WSGIApp:
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+
+    def app(environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
+        start_response(status, headers)
+        return [body]
+
+    return app
 
 
-def _not_found(environ: wsgi.Environ, start_response: wsgi.StartResponse) -> Iterable[bytes]:
-    body = b'{"error": "no such route"}'
-    start_response(
-        "404 Not Found",
-        [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-    )
-    return [body]
+_healthz = _json("200 OK", b'{"status": "ok"}')
+_not_found = _json("404 Not Found", b'{"error": "no such route"}')
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
