@@ -139,7 +139,7 @@ def build_kitobs(tmp: str, buffered: bool) -> Stack:
 
     # The layers added one at a time, each written as cheaply as the fused wrapper runs it.
     span = tracer.span
-    ok = logger.with_("endpoint", NAME).info
+    ok = logger.with_("endpoint", NAME).prepare("info", "duration", "outcome")
     observe = provider.declare(ENDPOINT_DURATION).labels(NAME, "success").observe
     clock = time.perf_counter
 
@@ -151,7 +151,7 @@ def build_kitobs(tmp: str, buffered: bool) -> Stack:
         with span(NAME):
             begin = clock()
             response = handler(request)
-            ok("duration", clock() - begin, "outcome", "success")
+            ok(clock() - begin, "success")
         return response
 
     def span_log_metric(request: int) -> int:
@@ -160,7 +160,7 @@ def build_kitobs(tmp: str, buffered: bool) -> Stack:
             response = handler(request)
             elapsed = clock() - begin
             observe(elapsed)
-            ok("duration", elapsed, "outcome", "success")
+            ok(elapsed, "success")
         return response
 
     stack = Stack(exporter=exporter, files=[path])

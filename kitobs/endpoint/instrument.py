@@ -36,6 +36,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import wrapt
@@ -65,14 +66,14 @@ _OUTCOME = "kitobs.outcome"  # the span attribute `kitobs.endpoint.tracing` sets
 _ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
 _clock = time.perf_counter
 
-#: The wrapper `wrapt.FunctionWrapper` calls: (wrapped, instance, args, kwargs) -> result.
-_WraptWrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+#: A fused wrapper for any signature: ``call(callee, *args, **kwargs)`` calls and records.
+_AnyCall = Callable[..., Any]
 
 
 class _Recorder:
     # Everything one instrumented endpoint records with, bound once. The success path of a call
     # reads these into closure cells (see _sync and the others); the rarer outcomes come here.
-    __slots__ = ("business", "error", "exception", "name", "ok", "span", "success")
+    __slots__ = ("business", "done", "error", "exception", "name", "ok", "span", "success")
 
     def __init__(self, kit: Kit, name: str, site_of: Callable[..., Any]) -> None:
         # Declared first: a provider that cannot declare the metric fails the build here.
@@ -80,7 +81,7 @@ class _Recorder:
         self.success = duration.labels(name, SUCCESS).observe
         self.business = duration.labels(name, BUSINESS_ERROR).observe
         self.exception = duration.labels(name, EXCEPTION).observe
-        self.ok, self.error = _emitters(kit.logger, name, site_of)
+        self.ok, self.error, self.done = _emitters(kit.logger, name, site_of)
         self.span = kit.tracer.span
         self.name = name
 
@@ -118,7 +119,7 @@ class _Recorder:
 
 
 def _sync(rec: _Recorder, call: Endpoint) -> Endpoint:
-    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+    span, name, success, done = rec.span, rec.name, rec.success, rec.done
     raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
 
     def endpoint(request: Any) -> Any:
@@ -134,7 +135,7 @@ def _sync(rec: _Recorder, call: Endpoint) -> Endpoint:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
                     success(elapsed)
-                    ok("duration", elapsed, "outcome", SUCCESS)
+                    done(elapsed, SUCCESS)
                 else:
                     settle(current, elapsed, response)
             except Exception:
@@ -145,7 +146,7 @@ def _sync(rec: _Recorder, call: Endpoint) -> Endpoint:
 
 
 def _async(rec: _Recorder, call: Endpoint) -> Endpoint:
-    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+    span, name, success, done = rec.span, rec.name, rec.success, rec.done
     raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
 
     async def endpoint(request: Any) -> Any:
@@ -162,7 +163,7 @@ def _async(rec: _Recorder, call: Endpoint) -> Endpoint:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
                     success(elapsed)
-                    ok("duration", elapsed, "outcome", SUCCESS)
+                    done(elapsed, SUCCESS)
                 else:
                     settle(current, elapsed, response)
             except Exception:
@@ -173,17 +174,15 @@ def _async(rec: _Recorder, call: Endpoint) -> Endpoint:
     return endpoint
 
 
-def _sync_call(rec: _Recorder) -> _WraptWrapper:
-    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+def _sync_any(rec: _Recorder) -> _AnyCall:
+    span, name, success, done = rec.span, rec.name, rec.success, rec.done
     raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
 
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         with span(name) as current:
             begin = clock()
             try:
-                response = wrapped(*args, **kwargs)
+                response = callee(*args, **kwargs)
             except BaseException as exc:
                 raised(current, clock() - begin, exc)
                 raise
@@ -192,27 +191,25 @@ def _sync_call(rec: _Recorder) -> _WraptWrapper:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
                     success(elapsed)
-                    ok("duration", elapsed, "outcome", SUCCESS)
+                    done(elapsed, SUCCESS)
                 else:
                     settle(current, elapsed, response)
             except Exception:
                 pass
         return response
 
-    return wrapper
+    return call
 
 
-def _async_call(rec: _Recorder) -> _WraptWrapper:
-    span, name, success, ok = rec.span, rec.name, rec.success, rec.ok
+def _async_any(rec: _Recorder) -> _AnyCall:
+    span, name, success, done = rec.span, rec.name, rec.success, rec.done
     raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
 
-    async def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    async def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         with span(name) as current:
             begin = clock()
             try:
-                response = await wrapped(*args, **kwargs)
+                response = await callee(*args, **kwargs)
             except BaseException as exc:
                 raised(current, clock() - begin, exc)
                 raise
@@ -221,14 +218,14 @@ def _async_call(rec: _Recorder) -> _WraptWrapper:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
                     success(elapsed)
-                    ok("duration", elapsed, "outcome", SUCCESS)
+                    done(elapsed, SUCCESS)
                 else:
                     settle(current, elapsed, response)
             except Exception:
                 pass
         return response
 
-    return wrapper
+    return call
 
 
 def instrumenting(kit: Kit, *, name: str | None = None) -> Middleware:
@@ -259,20 +256,18 @@ def _copy_face(wrapper: Callable[..., Any], endpoint: Callable[..., Any]) -> Non
     wrapper.__wrapped__ = endpoint  # type: ignore[attr-defined]
 
 
-def _fused(kit: Kit, target: Callable[..., Any], name: str, coroutine: bool) -> _WraptWrapper:
+def _fused(kit: Kit, target: Callable[..., Any], name: str, coroutine: bool) -> _AnyCall:
     rec = _Recorder(kit, name, target)
-    return _async_call(rec) if coroutine else _sync_call(rec)
+    return _async_any(rec) if coroutine else _sync_any(rec)
 
 
-def _lazy(target: Callable[..., Any], name: str, coroutine: bool) -> _WraptWrapper:
+def _lazy(target: Callable[..., Any], name: str, coroutine: bool) -> _AnyCall:
     # For ``@instrument`` without a Kit: the default is looked up at the first call (it may be
     # set after decoration), then every call goes straight to the fused wrapper.
     lock = threading.Lock()
-    built: _WraptWrapper | None = None
+    built: _AnyCall | None = None
 
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         nonlocal built
         fused = built
         if fused is None:
@@ -282,34 +277,41 @@ def _lazy(target: Callable[..., Any], name: str, coroutine: bool) -> _WraptWrapp
 
                     built = _fused(default(), target, name, coroutine)
                 fused = built
-        return fused(wrapped, instance, args, kwargs)
+        return fused(callee, *args, **kwargs)
 
-    return wrapper
+    return call
 
 
 def _decorate(fn: _F, kit: Kit | None, name: str | None) -> _F:
     target: Any = fn.__func__ if isinstance(fn, classmethod | staticmethod) else fn
     chosen = name or name_of(target)
     coroutine = inspect.iscoroutinefunction(target)
-    wrapper = (
+    call = (
         _lazy(target, chosen, coroutine) if kit is None else _fused(kit, target, chosen, coroutine)
     )
-    return cast(_F, _Instrumented(fn, wrapper))
+
+    def through_wrapt(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # A method called through its instance or class: wrapt binds it, then calls this.
+        return call(wrapped, *args, **kwargs)
+
+    # A class of its own per decorated function, whose __call__ goes straight to the fused
+    # wrapper: calling a plain function then costs no wrapt frame and no (args, kwargs) packing.
+    # The instance is ignored, as for any callable decorated after binding: it is called as is.
+    cls = type(
+        "_Instrumented",
+        (_Instrumented,),
+        {"__slots__": (), "__call__": staticmethod(partial(call, fn))},
+    )
+    return cast(_F, cls(fn, through_wrapt))
 
 
 class _Instrumented(wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    # wrapt's own __call__ looks up ``__self__`` on the wrapped function on every call, to find
-    # the instance of a function decorated after binding; for a plain function the lookup fails,
-    # and the AttributeError raised and cleared inside costs more than the rest of the wrapper.
-    # The fused wrappers ignore the instance (a callable decorated after binding is called as
-    # it is), so calling straight through is the same call. Methods go through wrapt's bound
+    # The base of the per-function classes `_decorate` makes. Methods go through wrapt's bound
     # wrapper, named here because a subclass without it makes wrapt look it up and fail.
     __slots__ = ()
     __bound_function_wrapper__ = wrapt.BoundFunctionWrapper
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        wrapper: _WraptWrapper = self._self_wrapper  # type: ignore[assignment]
-        return wrapper(self.__wrapped__, None, args, kwargs)
 
 
 @overload

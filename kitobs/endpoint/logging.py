@@ -71,12 +71,13 @@ def _error_text(err: BaseException) -> str:
 
 def _emitters(
     logger: Logger, name: str, endpoint: Callable[..., Any]
-) -> tuple[Callable[..., None], Callable[..., None]]:
-    """Return the (info, error) functions that write *name*'s lines, ``endpoint`` already bound.
+) -> tuple[Callable[..., None], Callable[..., None], Callable[[float, str], None]]:
+    """Return the (info, error, done) functions that write *name*'s lines, ``endpoint`` bound.
 
     A kitobs logger gets ``endpoint`` bound with ``with_`` (encoded once, not per line) and the
     caller fixed to *endpoint*'s definition; any other `Logger` gets ``endpoint`` prepended by a
-    partial. Either way a line is then ``emit("duration", d, "outcome", kind[, "error", e])``.
+    partial. A line is then ``emit("duration", d, "outcome", kind[, "error", e])``, or, for the
+    common line without an error, ``done(d, kind)`` (a prepared line where the logger has them).
     """
     target: Any = logger
     site = _definition_site(endpoint)
@@ -87,10 +88,20 @@ def _emitters(
     if callable(with_):
         bound = with_("endpoint", name)
         if callable(getattr(bound, "log", None)):
-            return getattr(bound, "info", bound.log), getattr(bound, "error", bound.log)
-    info: Callable[..., None] = getattr(target, "info", target.log)
-    error: Callable[..., None] = getattr(target, "error", target.log)
-    return functools.partial(info, "endpoint", name), functools.partial(error, "endpoint", name)
+            info = getattr(bound, "info", bound.log)
+            prepare = getattr(bound, "prepare", None)
+            done = prepare("info", "duration", "outcome") if callable(prepare) else _done(info)
+            return info, getattr(bound, "error", bound.log), done
+    info = functools.partial(getattr(target, "info", target.log), "endpoint", name)
+    error = functools.partial(getattr(target, "error", target.log), "endpoint", name)
+    return info, error, _done(info)
+
+
+def _done(info: Callable[..., None]) -> Callable[[float, str], None]:
+    def done(duration: float, kind: str) -> None:
+        info("duration", duration, "outcome", kind)
+
+    return done
 
 
 def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware:
@@ -102,7 +113,7 @@ def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware
     """
 
     def middleware(endpoint: Endpoint) -> Endpoint:
-        ok, failed = _emitters(logger, name or name_of(endpoint), endpoint)
+        ok, failed, done = _emitters(logger, name or name_of(endpoint), endpoint)
         clock = time.perf_counter
 
         def start(request: Any) -> float:
@@ -112,7 +123,7 @@ def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware
             duration = clock() - begin
             try:
                 if exc is None and (response is None or type(response) in _PLAIN):
-                    ok("duration", duration, "outcome", SUCCESS)
+                    done(duration, SUCCESS)
                     return
                 kind, err = outcome(response, exc)
                 if err is None:

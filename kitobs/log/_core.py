@@ -66,6 +66,8 @@ class Writer(Protocol):
 
 
 #: TraceContext returns the active ``(trace_id, span_id)`` in hex, or None outside a span.
+#: A hook whose ids are always lowercase hex str (like `kitobs.tracing.current_ids`) may say so
+#: with an attribute ``hex_ids = True``: its ids are then written without being checked.
 TraceContext = Callable[[], tuple[str, str] | None]
 #: ErrorHandler receives errors a logger could not raise, e.g. a failed write.
 ErrorHandler = Callable[[BaseException], None]
@@ -268,6 +270,7 @@ class _Family:
         "strs",
         "trace_context",
         "trace_keys",
+        "trusted_ids",
     )
 
     def __init__(
@@ -325,6 +328,7 @@ class _Family:
         # How the codec quotes a plain alphanumeric string: '"' for JSON, nothing for logfmt.
         plain = codec.string("a")
         self.id_quote = plain[: plain.index("a")]
+        self.trusted_ids = getattr(trace_context, "hex_ids", False) is True
 
     def key(self, key: object) -> tuple[str, bool]:
         """Return a key's fragment (separator included) and whether its value is redacted."""
@@ -498,7 +502,9 @@ def _generic_body(fam: _Family) -> Callable[..., str]:
     return body
 
 
-def _compile_shape(fam: _Family, keyvals: tuple[object, ...]) -> Callable[..., str]:
+def _compile_shape(
+    fam: _Family, keyvals: tuple[object, ...], *, values_only: bool = False
+) -> Callable[..., str]:
     """Generate the function for one shape: its keys' fragments fixed, values typed by *keyvals*.
 
     For ``("msg", "hi", "n", 7)`` the source is, with ``k0``, ``k1`` the encoded keys::
@@ -508,6 +514,7 @@ def _compile_shape(fam: _Family, keyvals: tuple[object, ...]) -> Callable[..., s
 
     Every value expression checks its type, so a later call with other types is still encoded
     right (by ``E``, the general encoder). A redacted key writes the marker and ignores its value.
+    With *values_only* the function takes the values alone (``body(v0, v1)``), for `prepared`.
     """
     ns: dict[str, object] = {
         "E": fam.encode,
@@ -524,7 +531,7 @@ def _compile_shape(fam: _Family, keyvals: tuple[object, ...]) -> Callable[..., s
     for i in range(0, len(keyvals), 2):
         n = i // 2
         v = f"v{n}"
-        params += [f"_k{n}", v]
+        params += [v] if values_only else [f"_k{n}", v]
         frag, hide = fam.key(keyvals[i])
         # The key's fragment as a literal: repr() of a str is a Python literal for exactly it.
         out.append(repr(frag))
@@ -553,8 +560,13 @@ def _compile_shape(fam: _Family, keyvals: tuple[object, ...]) -> Callable[..., s
     return cast(Callable[..., str], ns["body"])
 
 
-def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool) -> Emit:
-    """Build the function that writes one line at one level; every branch is fixed here."""
+def _emitter(
+    fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool, depth: int = 1
+) -> Emit:
+    """Build the function that writes one line at one level; every branch is fixed here.
+
+    *depth* is how many frames up the caller is (for a dynamic caller): 1 is whoever calls it.
+    """
     stamp = fam.stamp
     clock = fam.clock
     plain_head = head  # the safe path stamps the whole timestamp itself
@@ -606,6 +618,37 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
         # line, plus the span's ids when there is one.
         traced_clock, traced_refresh, traced_ctx = clock, clock.refresh, head + ctx
         hook = trace_context
+        if fam.trusted_ids:
+            # Ids known to be hex need no check and no encoder: the fragments around them are
+            # fixed here, e.g. ``,"trace_id":"`` + id + ``","span_id":"`` + id + ``"`` + context.
+            q = fam.id_quote
+            tk, sk = fam.trace_keys
+            open_ids, mid_ids, close_ids = head + tk + q, q + sk + q, q + ctx
+
+            def emit_trusted(*keyvals: object) -> None:
+                try:
+                    ns = time_ns()
+                    start, end, text = traced_clock.state
+                    if not start <= ns < end:
+                        start, end, text = traced_refresh(ns)
+                    body = shape(keyvals[::2]) or body_for(keyvals)
+                    us = digits3[(ns - start) // 1000]
+                    ids = hook()  # type: ignore[misc]
+                    if ids is None:
+                        data = f"{text}{us}{traced_ctx}{body(*keyvals)}{tail}".encode()
+                    else:
+                        data = (
+                            f"{text}{us}{open_ids}{ids[0]}{mid_ids}{ids[1]}{close_ids}"
+                            f"{body(*keyvals)}{tail}"
+                        ).encode()
+                except Exception:
+                    data = safe_line(plain_head, ctx, tail, keyvals, None)
+                try:
+                    write(data)
+                except Exception as err:
+                    on_error(err)
+
+            return emit_trusted
 
         def emit_traced(*keyvals: object) -> None:
             try:
@@ -641,7 +684,7 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
                 parts = [stamp(), head]
             append = parts.append
             if dynamic_caller:
-                frame = getframe(1)
+                frame = getframe(depth)
                 filename = frame.f_code.co_filename
                 prefix, close = cget(filename) or where(filename)
                 append(prefix + str_(frame.f_lineno) + close)
@@ -656,7 +699,7 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
         except Exception:
             # An odd count, an unhashable key or value, text that is not Unicode, a failing hook.
             data = safe_line(
-                plain_head, ctx, tail, keyvals, getframe(1) if dynamic_caller else None
+                plain_head, ctx, tail, keyvals, getframe(depth) if dynamic_caller else None
             )
         try:
             write(data)
@@ -664,6 +707,85 @@ def _emitter(fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool)
             on_error(err)
 
     return emit
+
+
+def _interleave(keys: tuple[str, ...], values: tuple[object, ...]) -> tuple[object, ...]:
+    """Return key/values from *keys* and *values*; a missing value is marked, extras are kept."""
+    out: list[object] = []
+    for i, key in enumerate(keys):
+        out.append(key)
+        out.append(values[i] if i < len(values) else _MISSING_VALUE)
+    for j, extra in enumerate(values[len(keys) :]):
+        out.append(f"(EXTRA_{j})")
+        out.append(extra)
+    return tuple(out)
+
+
+def _prepared(
+    fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool, keys: tuple[str, ...]
+) -> Callable[..., None]:
+    """Build a function writing lines with *keys* that takes only their values (`prepare`).
+
+    In the default configuration (rfc3339_micro time, no per-call caller) it is the emitters'
+    straight line with the shape fixed: no matching of keys to a compiled body. Otherwise it
+    pairs keys and values and calls the general emitter.
+    """
+    clock = fam.clock
+    if clock is None or dynamic_caller or len(keys) > _SHAPE_PAIRS_MAX:
+        emit = _emitter(fam, head, ctx, tail, dynamic_caller, depth=2)
+
+        def prepared_general(*values: object) -> None:
+            emit(*_interleave(keys, values))
+
+        return prepared_general
+
+    plain_head = head
+    head = clock.tail + head
+    refresh = clock.refresh
+    time_ns = time.time_ns
+    write = fam.sink.write
+    on_error = fam.on_error
+    safe_line = fam.safe_line
+    digits3 = _DIGITS3
+    hook = fam.trace_context
+    trusted = fam.trusted_ids
+    trace = fam.trace
+    head_ctx = head + ctx
+    q = fam.id_quote
+    tk, sk = fam.trace_keys
+    open_ids, mid_ids, close_ids = head + tk + q, q + sk + q, q + ctx
+    # Compiled at the first call, for the types of its values (as shapes are).
+    body: Callable[..., str] | None = None
+
+    def prepared(*values: object) -> None:
+        nonlocal body
+        try:
+            ns = time_ns()
+            start, end, text = clock.state
+            if not start <= ns < end:
+                start, end, text = refresh(ns)
+            fn = body
+            if fn is None:
+                fn = body = _compile_shape(fam, _interleave(keys, values), values_only=True)
+            us = digits3[(ns - start) // 1000]
+            ids = hook() if hook is not None else None
+            if ids is None:
+                data = f"{text}{us}{head_ctx}{fn(*values)}{tail}".encode()
+            elif trusted:
+                data = (
+                    f"{text}{us}{open_ids}{ids[0]}{mid_ids}{ids[1]}{close_ids}{fn(*values)}{tail}"
+                ).encode()
+            else:
+                data = f"{text}{us}{head}{trace(ids)}{ctx}{fn(*values)}{tail}".encode()
+        except Exception:
+            # A wrong number of values, text that is not Unicode, a failing hook.
+            data = safe_line(plain_head, ctx, tail, _interleave(keys, values), None)
+        try:
+            write(data)
+        except Exception as err:
+            on_error(err)
+
+    return prepared
 
 
 def _pad(keyvals: tuple[object, ...]) -> tuple[object, ...]:
@@ -689,7 +811,18 @@ class ContextLogger:
         [{'level': 'info', 'svc': 'api', 'msg': 'ready'}]
     """
 
-    __slots__ = ("_caller", "_ctx", "_fam", "_suffix", "debug", "error", "info", "log", "warn")
+    __slots__ = (
+        "_caller",
+        "_ctx",
+        "_fam",
+        "_parts",
+        "_suffix",
+        "debug",
+        "error",
+        "info",
+        "log",
+        "warn",
+    )
 
     log: Emit
     debug: Emit
@@ -724,6 +857,7 @@ class ContextLogger:
                 emits[name] = _emitter(fam, head, ctx_text, tail, dynamic)
             else:
                 emits[name] = nop_emit
+        self._parts = (lead + level_key, fixed, ctx_text, tail, dynamic)
         self.debug = emits["debug"]
         self.info = emits["info"]
         self.warn = emits["warn"]
@@ -751,6 +885,37 @@ class ContextLogger:
         if not self._fam.caller:
             return self
         return ContextLogger(self._fam, self._ctx, self._suffix, where)
+
+    def prepare(self, level: str, *keys: str) -> Callable[..., None]:
+        """prepare returns a function writing lines with *keys* that takes only their values.
+
+        For the hottest call sites: the keys are encoded once and a call skips matching them to
+        a compiled line shape. A level below the logger's gives a no-op. A call with too few
+        values marks the missing ones ``(MISSING)``, as `log` does; extra values are written
+        under the keys ``(EXTRA_0)``, ``(EXTRA_1)``... so a mistake shows and nothing is lost.
+
+        Example::
+
+            >>> from kitobs.log import capture
+            >>> logger, records = capture.new()
+            >>> done = logger.prepare("info", "op", "ms")
+            >>> done("charge", 12)
+            >>> records
+            [{'level': 'info', 'op': 'charge', 'ms': 12}]
+
+        Raises:
+            ConfigError: an unknown level.
+            TypeError: a key that is not a str.
+        """
+        name = parse_level(level)
+        for key in keys:
+            if type(key) is not str:
+                raise TypeError(f"prepare: keys must be str, got {key!r} ({type(key).__name__})")
+        if not enabled(self._fam.minimum, name):
+            return nop_emit
+        level_head, fixed, ctx_text, tail, dynamic = self._parts
+        head = level_head + self._fam.codec.string(name) + fixed
+        return _prepared(self._fam, head, ctx_text, tail, dynamic, tuple(keys))
 
     @property
     def writes_caller(self) -> bool:

@@ -332,3 +332,26 @@ def test_a_failing_writer_goes_to_the_handler_on_every_path(options: dict[str, A
     logger.info("msg", "x")
     logger.info("msg")
     assert [str(e) for e in errors] == ["disk full", "disk full"]
+
+
+def test_trusted_hex_ids_are_written_as_the_checked_path_writes_them() -> None:
+    # A hook marked ``hex_ids = True`` skips the check and the encoder; for hex ids the line
+    # must be exactly what the checked path writes, in both formats, with bound context.
+    def ids() -> tuple[str, str]:
+        return "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+    def trusted() -> tuple[str, str]:
+        return ids()
+
+    trusted.hex_ids = True  # type: ignore[attr-defined]
+    for fmt in ("json", "logfmt"):
+        lines = []
+        for hook in (ids, trusted):
+            out = Lines()
+            logger = log.new(out, format=fmt, trace_context=hook).with_("svc", "api")
+            logger.info("msg", "hi", "n", 1)
+            lines.append(re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "<ts>", out.lines[0]))
+        assert lines[0] == lines[1]
+        assert "4bf92f3577b34da6a3ce929d0e0e4736" in lines[1]
+    assert log.new(Lines(), trace_context=trusted)._fam.trusted_ids is True  # type: ignore[attr-defined]
+    assert log.new(Lines(), trace_context=ids)._fam.trusted_ids is False  # type: ignore[attr-defined]
