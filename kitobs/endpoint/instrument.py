@@ -64,7 +64,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _OUTCOME = "kitobs.outcome"  # the span attribute `kitobs.endpoint.tracing` sets too
 # What `kitobs.endpoint.around` copies, so names and callers stay right through other middleware.
 _ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
-_clock = time.perf_counter
+# Durations are whole nanoseconds in seconds: exact at the clock's resolution, and a float with
+# few digits, which the log line writes in about half the time of a difference of two floats.
+_clock = time.perf_counter_ns
 
 #: A fused wrapper for any signature: ``call(callee, *args, **kwargs)`` calls and records.
 _AnyCall = Callable[..., Any]
@@ -128,9 +130,9 @@ def _sync(rec: _Recorder, call: Endpoint) -> Endpoint:
             try:
                 response = call(request)
             except BaseException as exc:
-                raised(current, clock() - begin, exc)
+                raised(current, (clock() - begin) / 1e9, exc)
                 raise
-            elapsed = clock() - begin
+            elapsed = (clock() - begin) / 1e9
             try:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
@@ -156,9 +158,9 @@ def _async(rec: _Recorder, call: Endpoint) -> Endpoint:
             try:
                 response = await call(request)
             except BaseException as exc:  # CancelledError included: the call did not finish
-                raised(current, clock() - begin, exc)
+                raised(current, (clock() - begin) / 1e9, exc)
                 raise
-            elapsed = clock() - begin
+            elapsed = (clock() - begin) / 1e9
             try:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
@@ -184,9 +186,9 @@ def _sync_any(rec: _Recorder) -> _AnyCall:
             try:
                 response = callee(*args, **kwargs)
             except BaseException as exc:
-                raised(current, clock() - begin, exc)
+                raised(current, (clock() - begin) / 1e9, exc)
                 raise
-            elapsed = clock() - begin
+            elapsed = (clock() - begin) / 1e9
             try:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
@@ -211,9 +213,9 @@ def _async_any(rec: _Recorder) -> _AnyCall:
             try:
                 response = await callee(*args, **kwargs)
             except BaseException as exc:
-                raised(current, clock() - begin, exc)
+                raised(current, (clock() - begin) / 1e9, exc)
                 raise
-            elapsed = clock() - begin
+            elapsed = (clock() - begin) / 1e9
             try:
                 if response is None or type(response) in plain:
                     current.set_attribute(_OUTCOME, SUCCESS)
