@@ -450,7 +450,8 @@ def _value_encoder(fam: _Family) -> Callable[[object], str]:
         t = v.__class__
         if t is float_:
             e = float_repr(v)
-            return nonfinite[e] if e in nonfinite else e  # noqa: SIM401 - no method call
+            # x - x is 0.0 for every finite float (no lookup, no hashing of the text).
+            return e if v - v == 0.0 or e not in nonfinite else nonfinite[e]  # type: ignore[operator]
         if v is True:
             return "true"
         if v is False:
@@ -544,7 +545,11 @@ def _compile_shape(
         elif t is int:
             expr = f"int_repr({v}) if {v}.__class__ is int_ else E({v})"
         elif t is float and fam.nonfinite:
-            expr = f"NF.get(r := float_repr({v}), r) if {v}.__class__ is float_ else E({v})"
+            # x - x is 0.0 for every finite float and NaN for inf and NaN: no hashing of the text.
+            expr = (
+                f"(float_repr({v}) if {v} - {v} == 0.0 else NF[float_repr({v})])"
+                f" if {v}.__class__ is float_ else E({v})"
+            )
         elif t is float:
             expr = f"float_repr({v}) if {v}.__class__ is float_ else E({v})"
         elif t is bool:
