@@ -69,11 +69,10 @@ class Span(OtelSpan):
     # The fields every span sets live in slots. OpenTelemetry's Span base class has no __slots__,
     # so every instance has a __dict__ anyway: the rarely set fields below are class defaults that
     # a span overrides (in that dict) only when it uses them, which keeps creation short. A slot
-    # store costs a few ns, a first store into that dict tens of ns: hence _hex and _base are slots.
+    # store costs a few ns, a first store into that dict tens of ns: so _hex and _scope are slots.
     __slots__ = (
-        "_base",
         "_hex",
-        "_scoped",
+        "_scope",
         "_sink",
         "_token",
         "attributes",
@@ -121,10 +120,10 @@ class Span(OtelSpan):
             dict(attributes) if attributes and sampled else None
         )
         self._sink: Callable[[Span], None] | None = sink if sampled else None
-        self._scoped = scoped
         self._token: Token[Context] | None = None
-        # The context the span becomes current in; None means the current one at __enter__.
-        self._base: Context | None = None
+        # The context __enter__ makes current (the current one, plus this span); None when the
+        # span is not to be made current, or already was.
+        self._scope: Context | None = _context.with_span(self) if scoped else None
         self._hex: tuple[str, str] | None = None
 
     # -- identity ------------------------------------------------------------------------------
@@ -269,13 +268,11 @@ class Span(OtelSpan):
 
     def __enter__(self) -> Span:
         """Make the span current when it came from `Tracer.span`; always return it."""
-        if self._scoped and self._token is None:
-            base = self._base
-            if base is None:
-                base = _get()
-            # Context() for an empty base (a new request) is cheaper than copying nothing.
-            ctx = Context(base) if base else Context()
-            _set_item(ctx, _SPAN_KEY, self)
+        ctx = self._scope
+        if ctx is not None:
+            # Built by the tracer, which had the parent context at hand. Cleared here: it holds
+            # the span, and a second __enter__ must not make it current again.
+            self._scope = None
             self._token = _attach(ctx)
         return self
 

@@ -27,6 +27,7 @@ _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 _get = _context.get_current
 _SPAN_KEY = _context.SPAN_KEY
+_set_item = dict.__setitem__
 _INTERNAL = SpanKind.INTERNAL
 _OURS = SPAN_TYPES
 
@@ -132,7 +133,8 @@ class Tracer:
         """
         # The two common cases, a root span and a child of a kitobs span, are built right here
         # (every call saved is a measurable share of a span); the rest goes through _start.
-        parent = (_get() if context is None else context).get(_SPAN_KEY)
+        base = _get() if context is None else context
+        parent = base.get(_SPAN_KEY)
         if links is None:
             if parent is None:
                 trace_id = _getrandbits(128) or 1
@@ -169,12 +171,15 @@ class Tracer:
             span.name = name
             span.kind = kind
             span.parent_id = parent_id
-            span._scoped = True
             span._token = None
-            span._base = context
             span._hex = None
             if state is not None:
                 span.trace_state = state
+            # The context __enter__ makes current, built here where the parent's is at hand.
+            # Context() for an empty base (a new request) is cheaper than copying nothing.
+            scope = Context(base) if base else Context()
+            _set_item(scope, _SPAN_KEY, span)
+            span._scope = scope
             return span
         return self._start(name, kind, attributes, links, context, None, True)
 
@@ -188,7 +193,8 @@ class Tracer:
         start_time: int | None,
         scoped: bool,
     ) -> Span:
-        parent = (_get() if context is None else context).get(_SPAN_KEY)
+        base = _get() if context is None else context
+        parent = base.get(_SPAN_KEY)
         link_list = list(links) if links else None
         remote = False
         if parent is None:
@@ -244,9 +250,8 @@ class Tracer:
         span.name = name
         span.kind = kind
         span.parent_id = parent_id
-        span._scoped = scoped
         span._token = None
-        span._base = context if scoped else None
+        span._scope = _context.with_span(span, base) if scoped else None
         span._hex = None
         # Rare fields are set only when present (see Span's class defaults).
         if link_list is not None:
