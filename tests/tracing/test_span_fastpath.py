@@ -9,7 +9,9 @@ ways.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -341,3 +343,46 @@ def test_batches_never_exceed_batch_size_and_all_spans_arrive() -> None:
     processor.shutdown()
     assert sum(exporter.batches) == 52
     assert max(exporter.batches) <= 7
+
+
+@pytest.mark.parametrize("sampled", [True, False])
+def test_a_span_is_made_current_once_then_restores_its_parent(sampled: bool) -> None:
+    tracer = Tracer(sampler=None if sampled else sampler.AlwaysOff())
+    with tracer.span("outer") as outer:
+        span = tracer.span("inner")
+        with span:
+            assert otel_trace.get_current_span() is span
+        assert otel_trace.get_current_span() is outer
+        ended = span.end_ns
+        with span:  # used once already: not made current again, not ended again
+            assert otel_trace.get_current_span() is outer
+        assert otel_trace.get_current_span() is outer
+        assert span.end_ns == ended
+        assert span.parent_id == outer.span_id
+    assert otel_trace.get_current_span() is otel_trace.INVALID_SPAN
+
+
+def test_start_span_in_a_with_block_never_becomes_current() -> None:
+    tracer = Tracer()
+    with tracer.span("outer") as outer:
+        with tracer.start_span("background") as background:
+            assert otel_trace.get_current_span() is outer
+        assert background.end_ns > 0
+        assert background.parent_id == outer.span_id
+
+
+def test_span_given_a_context_becomes_current_in_it_with_its_baggage() -> None:
+    tracer = Tracer()
+    incoming = tracer.extract({"traceparent": TRACEPARENT, "baggage": "tenant=acme"})
+    with tracer.span("outer"):
+        with tracer.span("server", context=incoming) as span:
+            assert baggage.get_baggage("tenant") == "acme"
+            assert f"{span.trace_id:032x}" == TRACEPARENT.split("-")[1]
+        assert baggage.get_baggage("tenant") is None
+
+
+def test_a_span_never_entered_is_still_freed() -> None:
+    tracer = Tracer(sampler=sampler.AlwaysOff())
+    ref = weakref.ref(tracer.span("never entered"))
+    gc.collect()  # its prepared context refers back to it: a cycle the collector frees
+    assert ref() is None
