@@ -623,37 +623,12 @@ def _emitter(
         # line, plus the span's ids when there is one.
         traced_clock, traced_refresh, traced_ctx = clock, clock.refresh, head + ctx
         hook = trace_context
-        if fam.trusted_ids:
-            # Ids known to be hex need no check and no encoder: the fragments around them are
-            # fixed here, e.g. ``,"trace_id":"`` + id + ``","span_id":"`` + id + ``"`` + context.
-            q = fam.id_quote
-            tk, sk = fam.trace_keys
-            open_ids, mid_ids, close_ids = head + tk + q, q + sk + q, q + ctx
-
-            def emit_trusted(*keyvals: object) -> None:
-                try:
-                    ns = time_ns()
-                    start, end, text = traced_clock.state
-                    if not start <= ns < end:
-                        start, end, text = traced_refresh(ns)
-                    body = shape(keyvals[::2]) or body_for(keyvals)
-                    us = digits3[(ns - start) // 1000]
-                    ids = hook()  # type: ignore[misc]
-                    if ids is None:
-                        data = f"{text}{us}{traced_ctx}{body(*keyvals)}{tail}".encode()
-                    else:
-                        data = (
-                            f"{text}{us}{open_ids}{ids[0]}{mid_ids}{ids[1]}{close_ids}"
-                            f"{body(*keyvals)}{tail}"
-                        ).encode()
-                except Exception:
-                    data = safe_line(plain_head, ctx, tail, keyvals, None)
-                try:
-                    write(data)
-                except Exception as err:
-                    on_error(err)
-
-            return emit_trusted
+        # Ids known to be hex (a hook with ``hex_ids = True``) need no check and no encoder: the
+        # fragments around them are fixed here, e.g. ``,"trace_id":"`` + id + ``","span_id":"``.
+        trusted = fam.trusted_ids
+        q = fam.id_quote
+        tk, sk = fam.trace_keys
+        open_ids, mid_ids, close_ids = head + tk + q, q + sk + q, q + ctx
 
         def emit_traced(*keyvals: object) -> None:
             try:
@@ -666,6 +641,11 @@ def _emitter(
                 ids = hook()  # type: ignore[misc]
                 if ids is None:
                     data = f"{text}{us}{traced_ctx}{body(*keyvals)}{tail}".encode()
+                elif trusted:
+                    data = (
+                        f"{text}{us}{open_ids}{ids[0]}{mid_ids}{ids[1]}{close_ids}"
+                        f"{body(*keyvals)}{tail}"
+                    ).encode()
                 else:
                     data = f"{text}{us}{head}{trace(ids)}{ctx}{body(*keyvals)}{tail}".encode()
             except Exception:
