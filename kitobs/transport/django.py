@@ -12,7 +12,10 @@ the process-wide `kitobs.kit.default` is used. Each request records
 parent comes from the request headers. ``http_route`` is the resolver's route (``/users/<int:pk>/``,
 include prefixes joined by Django; a regex pattern for ``re_path``), or ``unmatched``; a view's
 exception becomes ``error_type`` even though Django answers it with a 500 page. A streamed
-response is timed until its headers are ready. Sync only: under ASGI Django adapts it.
+response is timed until its headers are ready.
+
+The middleware is sync and async capable: under ASGI (``get_asgi_application``) it runs in the
+event loop, so async views cost no thread hop, and its span is current in the view either way.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django import conf as _conf
 from django.utils.module_loading import import_string
 
 from kitobs.errors import ConfigError
-from kitobs.transport.http import EnvironHeaders, ServerInstruments
+from kitobs.transport.http import EnvironHeaders, ServerCall, ServerInstruments
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
@@ -86,37 +90,58 @@ class Middleware:
 
     Django builds it once per process with ``get_response``; the Kit comes from
     `kit_from_settings`. Example: ``MIDDLEWARE = ["kitobs.transport.django.Middleware", ...]``.
+    With an async ``get_response`` (Django under ASGI) it is itself async.
     """
 
     sync_capable = True
-    async_capable = False
+    async_capable = True
 
-    __slots__ = ("_get_response", "_instruments", "_traced")
+    # _is_coroutine: where asgiref's markcoroutinefunction marks an async instance (Python 3.11).
+    __slots__ = ("_async", "_get_response", "_instruments", "_is_coroutine", "_traced")
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         kit = kit_from_settings()
         self._get_response = get_response
         self._instruments = ServerInstruments(kit.metrics, kit.tracer)
         self._traced = kit.tracer is not None
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
 
     def __call__(self, request: Any) -> Any:
-        instruments = self._instruments
-        meta = request.META
-        call = instruments.start(
-            request.method or "",
-            meta.get("wsgi.url_scheme", "http"),
-            EnvironHeaders(meta) if self._traced else None,
-            request.path,
-        )
+        if self._async:  # decided by Django's get_response, once per process
+            return self._acall(request)
+        call = self._start(request)
         try:
             response = self._get_response(request)
         except BaseException as exc:
-            instruments.finish(call, _route(request), 500, exc)
+            self._instruments.finish(call, _route(request), 500, exc)
             raise
-        instruments.finish(
+        self._finish(call, request, response)
+        return response
+
+    async def _acall(self, request: Any) -> Any:
+        call = self._start(request)
+        try:
+            response = await self._get_response(request)
+        except BaseException as exc:  # CancelledError too: the client went away
+            self._instruments.finish(call, _route(request), 500, exc)
+            raise
+        self._finish(call, request, response)
+        return response
+
+    def _start(self, request: Any) -> ServerCall:
+        return self._instruments.start(
+            request.method or "",
+            request.scheme or "http",  # honours SECURE_PROXY_SSL_HEADER behind a proxy
+            EnvironHeaders(request.META) if self._traced else None,
+            request.path,
+        )
+
+    def _finish(self, call: ServerCall, request: Any, response: Any) -> None:
+        self._instruments.finish(
             call, _route(request), response.status_code, getattr(request, _EXCEPTION_ATTR, None)
         )
-        return response
 
     def process_exception(self, request: Any, exception: Exception) -> None:
         """process_exception remembers a view's exception for ``error_type``; Django goes on."""

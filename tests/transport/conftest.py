@@ -177,6 +177,12 @@ def django_server(zipkin: Receiver) -> Iterator[Served]:
     yield from serve("gunicorn", "srv_django", zipkin, KITOBS_TESTAPP_SERVICE="django-svc")
 
 
+@pytest.fixture
+def django_asgi_server(zipkin: Receiver) -> Iterator[Served]:
+    """django_asgi_server is srv_django_asgi (Django's ASGI handler) under uvicorn."""
+    yield from serve("uvicorn", "srv_django_asgi", zipkin, KITOBS_TESTAPP_SERVICE="django-asgi")
+
+
 def spans_named(spans: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     """spans_named keeps the spans called *name*."""
     return [s for s in spans if s.get("name") == name]
