@@ -13,7 +13,11 @@
 
 Every writer reports its own failures (a closed writer, a full disk, a broken pipe) to an
 ``on_error`` handler, counts the lost lines in ``dropped`` and never raises from `write`.
-Writers are not fork-safe: build loggers after forking.
+
+Fork safety (a gunicorn worker forked from a master that built the logger): `FileWriter` and
+`StreamWriter` keep no lines. `BufferedWriter` writes out its buffer before a fork, so a line
+buffered in the parent is written once, by the parent. `NonBlockingWriter` gives a forked child an
+empty queue and its own thread; the parent writes what it had queued.
 
 Example::
 
@@ -33,6 +37,7 @@ import os
 import queue
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
 
@@ -215,6 +220,7 @@ class BufferedWriter:
         self._file = io.BufferedWriter(_Raw(inner), buffer_size=size)
         self.write = cast(Callable[[bytes], None], self._file.write)
         atexit.register(self.flush)
+        _watch_forks(self)
 
     @property
     def dropped(self) -> int:
@@ -232,6 +238,14 @@ class BufferedWriter:
         atexit.unregister(self.flush)
         self._file.close()
         self._inner.close()
+
+    def _before_fork(self) -> None:
+        # Written out by the parent now, the buffer reaches the child empty: no line twice.
+        with contextlib.suppress(Exception):
+            self._file.flush()
+
+    def _after_fork_in_child(self) -> None:
+        pass
 
 
 _STOP = object()
@@ -287,9 +301,27 @@ class NonBlockingWriter:
         self._lock = threading.Lock()
         self._closed = False
         self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="kitobs-log-writer", daemon=True)
-        self._thread.start()
+        self._thread = self._start()
         atexit.register(self.close)
+        _watch_forks(self)
+
+    def _start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="kitobs-log-writer", daemon=True)
+        thread.start()
+        return thread
+
+    def _before_fork(self) -> None:
+        pass
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's thread does not exist here, and its queue holds the parent's lines (the
+        # parent writes them): a new queue and a new thread for the child's own lines.
+        self._queue = queue.SimpleQueue()
+        self._put = self._queue.put
+        self._qsize = self._queue.qsize
+        self._lock = threading.Lock()
+        if not self._closed:
+            self._thread = self._start()
 
     def write(self, data: bytes) -> None:
         """write queues one line, or drops and counts it when the queue is full or closed."""
@@ -356,6 +388,31 @@ class NonBlockingWriter:
         self._thread.join(self._timeout)
         if not self._thread.is_alive():
             self._inner.close()
+
+
+# The fork hooks cannot be unregistered, so they are installed once, with the first writer that
+# needs them, and reach live writers through weak references: nothing here keeps one alive.
+_forked: weakref.WeakSet[BufferedWriter | NonBlockingWriter] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for writer in list(_forked):
+        writer._before_fork()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_forked):
+        writer._after_fork_in_child()
+
+
+def _watch_forks(writer: BufferedWriter | NonBlockingWriter) -> None:
+    if not _forked and not _fork_hooked and hasattr(os, "register_at_fork"):
+        _fork_hooked.append(True)
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+    _forked.add(writer)
+
+
+_fork_hooked: list[bool] = []
 
 
 def _stdio(name: str, on_error: ErrorHandler) -> Writer:

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,57 @@ def test_stream_writer_text_and_bytes() -> None:
 def test_stdout_goes_to_file_descriptor_1(capfd: pytest.CaptureFixture[str]) -> None:
     log.new("stdout", time_format="none").warn("msg", "fd")
     assert capfd.readouterr().out == "level=warn msg=fd\n"
+
+
+def _in_child(work: Callable[[], None]) -> int:
+    """Run *work* in a forked child (exit code 0 if it returned) and return that exit code."""
+    pid = os.fork()
+    if pid == 0:  # the child: leave without running pytest's teardown
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")  # 3.12+: we mean it
+def test_forked_child_of_a_nonblocking_logger_writes_its_own_lines(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    logger = log.new(str(path), format="logfmt", time_format="none", nonblocking=True)
+    logger.info("who", "parent-before")
+
+    def child() -> None:
+        logger.info("who", "child")
+        logger.flush()  # waits for the child's own writer thread
+
+    assert _in_child(child) == 0
+    logger.info("who", "parent-after")
+    logger.close()
+    lines = sorted(path.read_text().splitlines())
+    # Each line once: the child neither lost its line nor wrote the parent's queued one.
+    assert lines == [
+        "level=info who=child",
+        "level=info who=parent-after",
+        "level=info who=parent-before",
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:.*multi-threaded.*:DeprecationWarning")
+def test_forked_child_of_a_buffered_logger_does_not_repeat_the_parents_lines(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "app.log"
+    logger = log.new(str(path), format="logfmt", time_format="none", buffered=True)
+    logger.info("who", "parent-before")  # buffered, not written yet
+
+    def child() -> None:
+        logger.info("who", "child")
+        logger.flush()
+
+    assert _in_child(child) == 0
+    logger.close()
+    lines = sorted(path.read_text().splitlines())
+    assert lines == ["level=info who=child", "level=info who=parent-before"]
