@@ -178,6 +178,12 @@ def django_server(zipkin: Receiver) -> Iterator[Served]:
 
 
 @pytest.fixture
+def asgi_server(zipkin: Receiver) -> Iterator[Served]:
+    """asgi_server is srv_asgi (plain ASGI, go-kit Servers) under uvicorn."""
+    yield from serve("uvicorn", "srv_asgi", zipkin, KITOBS_TESTAPP_SERVICE="asgi-svc")
+
+
+@pytest.fixture
 def django_asgi_server(zipkin: Receiver) -> Iterator[Served]:
     """django_asgi_server is srv_django_asgi (Django's ASGI handler) under uvicorn."""
     yield from serve("uvicorn", "srv_django_asgi", zipkin, KITOBS_TESTAPP_SERVICE="django-asgi")

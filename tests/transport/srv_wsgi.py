@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,6 +45,32 @@ _sum_server = wsgi.Server(
     _sum, wsgi.decode_json, wsgi.encode_json, route="/sum", finalizers=[_finalizer]
 )
 _checked_server = wsgi.Server(_checked_sum, wsgi.decode_json, wsgi.encode_json, route="/checked")
+
+
+def _tag_request(environ: dict[str, Any]) -> None:
+    # A before hook: what the client sent in X-Tag reaches the after hook through the environ.
+    environ["test.tag"] = environ.get("HTTP_X_TAG", "none")
+
+
+def _echo_tag(environ: dict[str, Any], response: wsgi.Response) -> None:
+    response.headers.append(("X-Tag-Seen", environ["test.tag"]))
+
+
+def _strict_errors(error: BaseException) -> wsgi.Response:
+    # A custom error encoder: its own status, body shape and content type.
+    body = json.dumps({"kind": type(error).__name__, "detail": str(error)}).encode()
+    return wsgi.Response(418, body, [("Content-Type", "application/problem+json")])
+
+
+_tagged_server = wsgi.Server(
+    _checked_sum,
+    wsgi.decode_json,
+    wsgi.encode_json,
+    before=[_tag_request],
+    after=[_echo_tag],
+    error_encoder=_strict_errors,
+    route="/tagged",
+)
 _ITEM = re.compile(r"^/items/([^/]+)$")
 
 
@@ -53,6 +80,8 @@ def _router(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
         return _sum_server(environ, start_response)
     if path == "/checked":
         return _checked_server(environ, start_response)
+    if path == "/tagged":
+        return _tagged_server(environ, start_response)
     if _ITEM.match(path):
         environ[wsgi.ROUTE_KEY] = "/items/{id}"
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -103,3 +103,68 @@ def test_cancelled_async_request_is_499(starlette_server: Served) -> None:
         for s in series(starlette_server.scrape(), DURATION)
         if s["http_response_status_code"] == "200"
     ]
+
+
+def test_asgi_server_runs_every_hook_in_order(asgi_server: Served, zipkin: Receiver) -> None:
+    # before hook -> sync decode -> async endpoint -> async encoder -> after hook -> finalizer
+    response = httpx.post(f"{asgi_server.base}/sum", json={"a": 2, "b": 5}, headers={"x-tag": "t1"})
+    assert response.status_code == 201
+    assert response.json() == {"v": 7}
+    assert response.headers["x-encoder"] == "async"
+    assert response.headers["x-tag-seen"] == "t1"  # the after hook saw what the before hook set
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+    finalized = httpx.get(f"{asgi_server.base}/finalized").json()
+    assert finalized == [["/sum", 201, len(response.content)]]
+    asgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/sum",
+        http_response_status_code="201", url_scheme="http",
+    )  # fmt: skip
+    [span] = spans_named(zipkin.wait_for(1), "POST /sum")
+    assert span["kind"] == "SERVER"
+
+
+def test_asgi_server_error_encoder_for_business_errors_and_exceptions(
+    asgi_server: Served,
+) -> None:
+    base = asgi_server.base
+    ok = httpx.post(f"{base}/withdraw", json={"amount": 30})  # async decode, sync endpoint
+    assert (ok.status_code, ok.json()) == (200, {"balance": 70})
+    overdrawn = httpx.post(f"{base}/withdraw", json={"amount": 500})
+    assert overdrawn.status_code == 409
+    assert overdrawn.headers["content-type"] == "application/problem+json"
+    assert overdrawn.json() == {"kind": "_Overdrawn", "detail": "balance 100 < 500"}
+    negative = httpx.post(f"{base}/withdraw", json={"amount": -1})
+    assert (negative.status_code, negative.json()["kind"]) == (400, "ValueError")
+    bad_json = httpx.post(f"{base}/withdraw", content=b"{not json")
+    assert (bad_json.status_code, bad_json.json()["kind"]) == (400, "JSONDecodeError")
+    # The finalizer saw each status and body size as sent.
+    finalized = httpx.get(f"{base}/finalized").json()
+    assert finalized == [
+        ["/withdraw", 200, len(ok.content)],
+        ["/withdraw", 409, len(overdrawn.content)],
+        ["/withdraw", 400, len(negative.content)],
+        ["/withdraw", 400, len(bad_json.content)],
+    ]
+    asgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/withdraw",
+        http_response_status_code="409", url_scheme="http",
+    )  # fmt: skip
+    # An exception the error encoder answered is still labelled with its type.
+    asgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/withdraw",
+        http_response_status_code="400", url_scheme="http", error_type="ValueError",
+    )  # fmt: skip
+    asgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/withdraw",
+        http_response_status_code="400", url_scheme="http",
+        error_type="json.decoder.JSONDecodeError",
+    )  # fmt: skip
+
+
+def test_asgi_server_unknown_route_is_unmatched(asgi_server: Served) -> None:
+    assert httpx.get(f"{asgi_server.base}/elsewhere/42").status_code == 404
+    asgi_server.wait_metric(
+        DURATION, 1, http_request_method="GET", http_route="unmatched",
+        http_response_status_code="404", url_scheme="http",
+    )  # fmt: skip

@@ -75,3 +75,26 @@ def test_server_refuses_async_endpoint() -> None:
 
     with pytest.raises(ConfigError, match="sync endpoint"):
         wsgi.Server(endpoint, wsgi.decode_json, wsgi.encode_json)
+
+
+def test_server_hooks_and_custom_error_encoder(wsgi_server: Served) -> None:
+    base = wsgi_server.base
+    ok = httpx.post(f"{base}/tagged", json={"a": 1, "b": 2}, headers={"X-Tag": "t9"})
+    assert ok.json() == {"v": 3}
+    assert ok.headers["x-tag-seen"] == "t9"  # the after hook saw what the before hook set
+    failed = httpx.post(f"{base}/tagged", json={"a": 5000, "b": 1}, headers={"X-Tag": "t10"})
+    assert failed.status_code == 418
+    assert failed.headers["content-type"] == "application/problem+json"
+    assert failed.json() == {"kind": "_Overflow", "detail": "too big"}
+    assert "x-tag-seen" not in failed.headers  # after hooks run on successes only
+    broken = httpx.post(f"{base}/tagged", content=b"{not json")
+    assert (broken.status_code, broken.json()["kind"]) == (418, "JSONDecodeError")
+    wsgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/tagged",
+        http_response_status_code="418", url_scheme="http",
+        error_type="json.decoder.JSONDecodeError",
+    )  # fmt: skip
+    wsgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/tagged",
+        http_response_status_code="418", url_scheme="http",
+    )  # fmt: skip
