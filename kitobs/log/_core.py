@@ -876,9 +876,10 @@ class ContextLogger:
 
         For the hottest call sites: the keys are encoded once and a call skips matching them to
         a compiled line shape. Prepare once (at construction, not per call): each prepared
-        function compiles its line at its first call. A level below the logger's gives a no-op. A call with too few
-        values marks the missing ones ``(MISSING)``, as `log` does; extra values are written
-        under the keys ``(EXTRA_0)``, ``(EXTRA_1)``... so a mistake shows and nothing is lost.
+        function compiles its line at its first call. A level below the logger's gives a no-op.
+        A call with too few values marks the missing ones ``(MISSING)``, as `log` does; extra
+        values are written under the keys ``(EXTRA_0)``, ``(EXTRA_1)``... so a mistake shows
+        and nothing is lost.
 
         Example::
 
