@@ -2,9 +2,9 @@
 address parsing.
 
 `wsgi_reply` and `asgi_reply` answer one request with a page rendered for its ``Accept`` header;
-every backend's ``wsgi_app``/``asgi_app`` is one of them. `serve` runs WSGI apps by path on a
-loopback address in a daemon thread; `Server.close` stops it and frees the port, so a new server
-can bind the same port at once.
+`Pages` gives a backend with one page its ``wsgi_app``, ``asgi_app`` and routes from them.
+`serve` runs WSGI apps by path on a loopback address in a daemon thread; `Server.close` stops it
+and frees the port, so a new server can bind the same port at once.
 """
 
 from __future__ import annotations
@@ -13,12 +13,24 @@ import asyncio
 import socketserver
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from kitobs.errors import ConfigError
 
-__all__ = ["Page", "Server", "asgi_reply", "parse_address", "route", "serve", "wsgi_reply"]
+if TYPE_CHECKING:
+    from kitobs.metrics import ASGIApp, WSGIApp
+
+__all__ = [
+    "Page",
+    "Pages",
+    "Server",
+    "asgi_reply",
+    "parse_address",
+    "route",
+    "serve",
+    "wsgi_reply",
+]
 
 _WSGI = Callable[..., Iterable[bytes]]
 
@@ -58,6 +70,44 @@ async def asgi_reply(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class Pages:
+    """Pages serves a backend's one page at ``self.path`` over WSGI and ASGI.
+
+    A backend mixes it in, sets ``path`` and defines ``_page(accept)``, which renders the page
+    for an ``Accept`` header as (body, content type).
+    """
+
+    __slots__ = ()
+
+    path: str
+
+    def _page(self, accept: str) -> tuple[bytes, str]:
+        raise NotImplementedError
+
+    def wsgi_app(
+        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        """wsgi_app serves the page (WSGI), e.g. the exposition negotiated by ``Accept``."""
+        return wsgi_reply(environ, start_response, self._page)
+
+    async def asgi_app(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Any],
+        send: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        """asgi_app serves the page (ASGI 3 ``http`` scope), like `wsgi_app`."""
+        await asgi_reply(scope, send, self._page)
+
+    def wsgi_routes(self) -> dict[str, WSGIApp]:
+        """wsgi_routes maps the page's path to its WSGI app, e.g. ``{"/metrics": app}``."""
+        return {self.path: self.wsgi_app}
+
+    def asgi_routes(self) -> dict[str, ASGIApp]:
+        """asgi_routes maps the page's path to its ASGI app, e.g. ``{"/metrics": app}``."""
+        return {self.path: self.asgi_app}
 
 
 def parse_address(value: str, *, key: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -24,7 +24,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kitobs.config import DEFAULT_REDACT_KEYS
@@ -44,7 +44,7 @@ from kitobs.metrics._declare import (
     check_buckets,
 )
 from kitobs.metrics._exposition import callback_samples
-from kitobs.metrics._http import Server, asgi_reply, serve, wsgi_reply
+from kitobs.metrics._http import Pages, Server, serve
 from kitobs.metrics._store import (
     CounterValue,
     GaugeValue,
@@ -54,7 +54,7 @@ from kitobs.metrics._store import (
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    from kitobs.metrics import ASGIApp, WSGIApp
+    pass
 
 __all__ = [
     "Provider",
@@ -173,7 +173,7 @@ Gauge = GaugeFamily[GaugeValue]
 Histogram = HistogramFamily[Sketch]
 
 
-class Provider(Declaring):
+class Provider(Pages, Declaring):
     """Provider keeps metrics for a JSON page, e.g. ``expvar.Provider(quantiles=(0.5, 0.99))``.
 
     A gauge's callback is read when the page is rendered; histogram buckets are validated, but
@@ -313,31 +313,8 @@ class Provider(Declaring):
         """page renders the snapshot as JSON bytes."""
         return json.dumps(self.snapshot(), indent=1, sort_keys=False, default=str).encode()
 
-    def wsgi_app(
-        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        """wsgi_app serves the page (WSGI)."""
-        return wsgi_reply(environ, start_response, self._page)
-
-    async def asgi_app(
-        self,
-        scope: Mapping[str, Any],
-        receive: Callable[[], Any],
-        send: Callable[[Mapping[str, Any]], Any],
-    ) -> None:
-        """asgi_app serves the page (ASGI 3)."""
-        await asgi_reply(scope, send, self._page)
-
     def _page(self, accept: str) -> tuple[bytes, str]:
         return self.page(), "application/json"
-
-    def wsgi_routes(self) -> dict[str, WSGIApp]:
-        """wsgi_routes maps the page's path to its WSGI app, e.g. ``{"/debug/vars": app}``."""
-        return {self.path: self.wsgi_app}
-
-    def asgi_routes(self) -> dict[str, ASGIApp]:
-        """asgi_routes maps the page's path to its ASGI app."""
-        return {self.path: self.asgi_app}
 
     @property
     def address(self) -> tuple[str, int] | None:

@@ -36,7 +36,7 @@ import struct
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +62,12 @@ from kitobs.metrics._exposition import (
     label_block,
     negotiate,
 )
-from kitobs.metrics._http import Server, asgi_reply, serve, wsgi_reply
+from kitobs.metrics._http import Pages, Server, serve
 from kitobs.metrics._store import fmt
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    from kitobs.metrics import ASGIApp, WSGIApp
+    pass
 
 __all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot"]
 
@@ -191,7 +191,7 @@ def _after_fork(ref: weakref.ref[Provider]) -> None:
         provider._reopen()
 
 
-class Provider(Declaring):
+class Provider(Pages, Declaring):
     """Provider keeps Prometheus metrics shared by the processes of one server.
 
     Gauges are summed over live processes; a gauge's callback is this process's reading.
@@ -449,32 +449,9 @@ class Provider(Declaring):
             out.append("# EOF\n")
         return "".join(out).encode()
 
-    def wsgi_app(
-        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        """wsgi_app serves the summed exposition (WSGI)."""
-        return wsgi_reply(environ, start_response, self._page)
-
-    async def asgi_app(
-        self,
-        scope: Mapping[str, Any],
-        receive: Callable[[], Any],
-        send: Callable[[Mapping[str, Any]], Any],
-    ) -> None:
-        """asgi_app serves the summed exposition (ASGI 3)."""
-        await asgi_reply(scope, send, self._page)
-
     def _page(self, accept: str) -> tuple[bytes, str]:
         om = negotiate(accept)
         return self.exposition(openmetrics=om), OPENMETRICS if om else TEXT
-
-    def wsgi_routes(self) -> dict[str, WSGIApp]:
-        """wsgi_routes maps the exposition path to its WSGI app."""
-        return {self.path: self.wsgi_app}
-
-    def asgi_routes(self) -> dict[str, ASGIApp]:
-        """asgi_routes maps the exposition path to its ASGI app."""
-        return {self.path: self.asgi_app}
 
     def close(self) -> None:
         """close stops the server and releases this process's file (its values stay counted)."""

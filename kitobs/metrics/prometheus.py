@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
@@ -45,15 +45,13 @@ from kitobs.metrics._exposition import (
     render,
     sample_prefix,
 )
-from kitobs.metrics._http import Server, asgi_reply, serve, wsgi_reply
+from kitobs.metrics._http import Pages, Server, serve
 from kitobs.metrics._store import CounterValue, GaugeValue, HistogramValue, children
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
     from kitobs.metrics import (
-        ASGIApp,
         ExemplarContext,
-        WSGIApp,
     )
 
 __all__ = [
@@ -72,7 +70,7 @@ Gauge = GaugeFamily[GaugeValue]
 Histogram = HistogramFamily[HistogramValue]
 
 
-class Provider(Declaring):
+class Provider(Pages, Declaring):
     """Provider keeps metrics for Prometheus to scrape, e.g. ``prometheus.Provider()``.
 
     Args:
@@ -191,32 +189,9 @@ class Provider(Declaring):
         """collector adapts this registry to prometheus_client: ``registry.register(c)``."""
         return Collector(self)
 
-    def wsgi_app(
-        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        """wsgi_app serves the exposition (WSGI), negotiating OpenMetrics by ``Accept``."""
-        return wsgi_reply(environ, start_response, self._page)
-
-    async def asgi_app(
-        self,
-        scope: Mapping[str, Any],
-        receive: Callable[[], Any],
-        send: Callable[[Mapping[str, Any]], Any],
-    ) -> None:
-        """asgi_app serves the exposition (ASGI 3 ``http`` scope), like `wsgi_app`."""
-        await asgi_reply(scope, send, self._page)
-
     def _page(self, accept: str) -> tuple[bytes, str]:
         om = negotiate(accept)
         return self.exposition(openmetrics=om), OPENMETRICS if om else TEXT
-
-    def wsgi_routes(self) -> dict[str, WSGIApp]:
-        """wsgi_routes maps the exposition path to its WSGI app, e.g. ``{"/metrics": app}``."""
-        return {self.path: self.wsgi_app}
-
-    def asgi_routes(self) -> dict[str, ASGIApp]:
-        """asgi_routes maps the exposition path to its ASGI app, e.g. ``{"/metrics": app}``."""
-        return {self.path: self.asgi_app}
 
     @property
     def address(self) -> tuple[str, int] | None:
