@@ -37,10 +37,10 @@ import os
 import queue
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
 
+from kitobs import _fork
 from kitobs.errors import ConfigError
 from kitobs.log._core import ErrorHandler, Writer
 
@@ -220,7 +220,7 @@ class BufferedWriter:
         self._file = io.BufferedWriter(_Raw(inner), buffer_size=size)
         self.write = cast(Callable[[bytes], None], self._file.write)
         atexit.register(self.flush)
-        _watch_forks(self)
+        _fork.before_fork(self)
 
     @property
     def dropped(self) -> int:
@@ -243,9 +243,6 @@ class BufferedWriter:
         # Written out by the parent now, the buffer reaches the child empty: no line twice.
         with contextlib.suppress(Exception):
             self._file.flush()
-
-    def _after_fork_in_child(self) -> None:
-        pass
 
 
 _STOP = object()
@@ -303,15 +300,12 @@ class NonBlockingWriter:
         self.dropped = 0
         self._thread = self._start()
         atexit.register(self.close)
-        _watch_forks(self)
+        _fork.in_child(self)
 
     def _start(self) -> threading.Thread:
         thread = threading.Thread(target=self._run, name="kitobs-log-writer", daemon=True)
         thread.start()
         return thread
-
-    def _before_fork(self) -> None:
-        pass
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here, and its queue holds the parent's lines (the
@@ -388,31 +382,6 @@ class NonBlockingWriter:
         self._thread.join(self._timeout)
         if not self._thread.is_alive():
             self._inner.close()
-
-
-# The fork hooks cannot be unregistered, so they are installed once, with the first writer that
-# needs them, and reach live writers through weak references: nothing here keeps one alive.
-_forked: weakref.WeakSet[BufferedWriter | NonBlockingWriter] = weakref.WeakSet()
-
-
-def _before_fork() -> None:
-    for writer in list(_forked):
-        writer._before_fork()
-
-
-def _after_fork_in_child() -> None:
-    for writer in list(_forked):
-        writer._after_fork_in_child()
-
-
-def _watch_forks(writer: BufferedWriter | NonBlockingWriter) -> None:
-    if not _forked and not _fork_hooked and hasattr(os, "register_at_fork"):
-        _fork_hooked.append(True)
-        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-    _forked.add(writer)
-
-
-_fork_hooked: list[bool] = []
 
 
 def _stdio(name: str, on_error: ErrorHandler) -> Writer:

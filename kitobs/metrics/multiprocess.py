@@ -35,11 +35,11 @@ import os
 import struct
 import threading
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kitobs import _fork
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
@@ -185,12 +185,6 @@ Gauge = GaugeFamily[Slot]
 Histogram = HistogramFamily[Slot]
 
 
-def _after_fork(ref: weakref.ref[Provider]) -> None:
-    provider = ref()
-    if provider is not None:
-        provider._reopen()
-
-
 class Provider(Pages, Declaring):
     """Provider keeps Prometheus metrics shared by the processes of one server.
 
@@ -231,8 +225,7 @@ class Provider(Pages, Declaring):
         self._slots: list[Slot] = []
         self._process = ProcessCollector() if process_metrics else None
         self._closed = False
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        _fork.in_child(self)
         self.collect_dead()
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
         for signal in SELF_SIGNALS:
@@ -301,7 +294,7 @@ class Provider(Pages, Declaring):
             off = slot._offsets[-1]
             struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + value)
 
-    def _reopen(self) -> None:
+    def _after_fork_in_child(self) -> None:
         """In a forked child: a fresh lock and file, every series back at zero."""
         self._lock = threading.Lock()
         old = self._file

@@ -61,7 +61,6 @@ import collections
 import contextlib
 import functools
 import math
-import os
 import random
 import re
 import socket
@@ -71,6 +70,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
+from kitobs import _fork
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
@@ -947,7 +947,7 @@ class Provider:
         if self._atexit is None:
             self._atexit = functools.partial(_close_at_exit, ref)
             atexit.register(self._atexit)
-            os.register_at_fork(after_in_child=functools.partial(_after_fork, ref))
+            _fork.in_child(self)
 
     def close(self) -> None:
         """close flushes, waits up to ``close_timeout`` for a stream to take it, and closes.
@@ -997,7 +997,7 @@ class Provider:
                 if sender is self._sender:
                     sender.use(found)
 
-    def _reinit_after_fork(self) -> None:
+    def _after_fork_in_child(self) -> None:
         # Only the forking thread survives: any lock another thread held stays held for ever.
         self._flush_lock = threading.Lock()
         self._core._lock = threading.Lock()
@@ -1046,12 +1046,6 @@ def _close_at_exit(ref: weakref.ref[Provider]) -> None:
     provider = ref()
     if provider is not None:
         provider.close()
-
-
-def _after_fork(ref: weakref.ref[Provider]) -> None:
-    provider = ref()
-    if provider is not None:
-        provider._reinit_after_fork()
 
 
 def _new_random() -> Callable[[], float]:

@@ -16,15 +16,14 @@ left then is counted as dropped with reason ``shutdown``, as are spans ended aft
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from itertools import repeat, starmap
 from typing import TYPE_CHECKING
 
+from kitobs import _fork
 from kitobs.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ class BatchProcessor:
         self._overflow_logged = False
         self._failing = False
         self._start()
-        _register_fork(self)
+        _fork.in_child(self)
 
     def _start(self) -> None:
         self._queue: deque[Span] = deque()
@@ -284,28 +283,3 @@ class BatchProcessor:
             self._queue = deque()
             return
         self._start()
-
-
-# The fork hook cannot be unregistered, so it is installed once and reaches live processors
-# through weak references; this set is the only module state and holds nothing alive.
-_processors: weakref.WeakSet[BatchProcessor] = weakref.WeakSet()
-
-
-def _reinit_after_fork() -> None:
-    for processor in list(_processors):
-        processor._after_fork_in_child()
-
-
-def _register_fork(processor: BatchProcessor) -> None:
-    if not _processors and hasattr(os, "register_at_fork"):
-        _register_hook_once()
-    _processors.add(processor)
-
-
-_hooked: list[bool] = []
-
-
-def _register_hook_once() -> None:
-    if not _hooked:
-        _hooked.append(True)
-        os.register_at_fork(after_in_child=_reinit_after_fork)
