@@ -25,6 +25,7 @@ __all__ = [
     "Extra",
     "escape_value",
     "escape_help",
+    "exemplar_suffix",
     "label_block",
     "histogram_prefixes",
     "callback_samples",
@@ -49,6 +50,24 @@ def escape_value(value: str) -> str:
 def escape_help(text: str) -> str:
     """escape_help escapes HELP text (backslash and newline)."""
     return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+#: OpenMetrics caps an exemplar's label set, names and values together, at 128 code points.
+_EXEMPLAR_ROOM = 128 - len("trace_id") - len("span_id")
+
+
+def exemplar_suffix(trace_id: str, span_id: str, value: float, timestamp: float) -> str:
+    """exemplar_suffix renders a bucket's exemplar: `` # {trace_id="…",span_id="…"} 0.2 1.5``.
+
+    It is "" when the ids are too long for OpenMetrics' limit: one bad exemplar must not make
+    Prometheus reject the whole scrape.
+    """
+    if len(trace_id) + len(span_id) > _EXEMPLAR_ROOM:
+        return ""
+    return (
+        f' # {{trace_id="{escape_value(trace_id)}",span_id="{escape_value(span_id)}"}} '
+        f"{fmt(value)} {timestamp:.3f}"
+    )
 
 
 def label_block(names: Iterable[str], values: Iterable[str]) -> str:
@@ -185,10 +204,7 @@ def _render_histogram(
         if openmetrics and exemplars is not None:
             ex = exemplars[i]
             if ex is not None:
-                append(
-                    f' # {{trace_id="{ex.trace_id}",span_id="{ex.span_id}"}} '
-                    f"{fmt(ex.value)} {ex.timestamp:.3f}"
-                )
+                append(exemplar_suffix(ex.trace_id, ex.span_id, ex.value, ex.timestamp))
         append("\n")
     n = len(counts)
     append(prefixes[n])

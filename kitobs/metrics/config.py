@@ -114,6 +114,7 @@ def _build(
                 process_metrics=m.process_metrics,
                 listen=p.listen,
                 path=p.path,
+                exemplar_context=exemplar_context if p.exemplars else None,
             )
         from kitobs.metrics import prometheus
 

@@ -9,8 +9,11 @@ gauge is the sum over live processes (e.g. requests in flight).
 
 No environment variable is needed before import: pass the directory (``[metrics.prometheus]
 multiprocess_dir``); it is created if missing. A provider built before ``fork()`` (gunicorn
-``--preload``) starts a fresh file, at zero, in each child. Exemplars and ``_created`` series are
-not available in this mode.
+``--preload``) starts a fresh file, at zero, in each child.
+
+With ``exemplar_context`` (as `kitobs.metrics.prometheus.Provider`), each process keeps the latest
+exemplar of each histogram bucket in its file, and a scrape shows the latest over all processes,
+those that have exited included. ``_created`` series are not available in this mode.
 
 Example::
 
@@ -34,6 +37,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -59,6 +63,7 @@ from kitobs.metrics._exposition import (
     TEXT,
     callback_samples,
     escape_help,
+    exemplar_suffix,
     label_block,
     negotiate,
 )
@@ -67,7 +72,7 @@ from kitobs.metrics._store import fmt
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
-    pass
+    from kitobs.metrics import ExemplarContext
 
 __all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot"]
 
@@ -75,6 +80,21 @@ _HEADER = 8  # bytes used, as a little-endian uint64
 _INITIAL = 1 << 16
 _ARCHIVE = "archive.json"
 _SUFFIX = ".kitobs"
+
+# An entry whose key length has this bit set holds an exemplar record instead of a float64.
+_EXEMPLAR_FLAG = 1 << 31
+# An exemplar record: sequence number, value, timestamp, id lengths, padding, trace id, span id,
+# and the sequence number again. A reader keeps a record only when both numbers agree, so it never
+# takes one half written (the writer is another process; the reader copies the file).
+_TRACE_ROOM = 64
+_SPAN_ROOM = 32
+_SEQ = struct.Struct("<Q")
+_EX_BODY = struct.Struct(f"<ddBB6x{_TRACE_ROOM}s{_SPAN_ROOM}s")
+_EX_SIZE = _SEQ.size + _EX_BODY.size + _SEQ.size
+_EX_TAIL = _SEQ.size + _EX_BODY.size
+
+#: An exemplar as stored: value, timestamp (seconds since the epoch), trace id, span id.
+_Exemplar = tuple[float, float, str, str]
 
 
 class _File:
@@ -91,22 +111,22 @@ class _File:
         struct.pack_into("<Q", self.mm, 0, self.used)
         self.offsets: dict[str, int] = {}
 
-    def slot(self, key: str) -> int:
-        """slot gives the offset of *key*'s value, appending an entry the first time."""
+    def slot(self, key: str, *, exemplar: bool = False) -> int:
+        """slot gives the offset of *key*'s value (or exemplar), appending it the first time."""
         off = self.offsets.get(key)
         if off is not None:
             return off
         raw = key.encode()
         padded = (4 + len(raw) + 7) // 8 * 8
-        need = self.used + padded + 8
+        need = self.used + padded + (_EX_SIZE if exemplar else 8)
         while need > self.size:
             self.size *= 2
             os.ftruncate(self.fd, self.size)
             self.mm.close()
             self.mm = mmap.mmap(self.fd, self.size)
-        struct.pack_into(f"<I{len(raw)}s", self.mm, self.used, len(raw), raw)
-        off = self.used + padded
-        struct.pack_into("<d", self.mm, off, 0.0)
+        flag = _EXEMPLAR_FLAG if exemplar else 0
+        struct.pack_into(f"<I{len(raw)}s", self.mm, self.used, len(raw) | flag, raw)
+        off = self.used + padded  # the new file is zero-filled: a zero value, or no exemplar
         self.used = need
         struct.pack_into("<Q", self.mm, 0, self.used)  # published last: readers see whole entries
         self.offsets[key] = off
@@ -122,8 +142,11 @@ class _File:
                 self.path.unlink()
 
 
-def _read(path: Path) -> Iterator[tuple[str, float]]:
-    """Yield (key, value) of a value file, tolerating one being written."""
+def _read(path: Path) -> Iterator[tuple[str, float | _Exemplar]]:
+    """Yield (key, value or exemplar) of a value file, tolerating one being written.
+
+    A slot that has no exemplar yet, or whose exemplar is being written, is left out.
+    """
     with path.open("rb") as fh:
         data = fh.read()
     if len(data) < _HEADER:
@@ -132,19 +155,41 @@ def _read(path: Path) -> Iterator[tuple[str, float]]:
     pos = _HEADER
     while pos + 4 <= used:
         (n,) = struct.unpack_from("<I", data, pos)
+        exemplar = n & _EXEMPLAR_FLAG
+        n &= ~_EXEMPLAR_FLAG
         padded = (4 + n + 7) // 8 * 8
-        if pos + padded + 8 > used:
+        off = pos + padded
+        end = off + (_EX_SIZE if exemplar else 8)
+        if end > used:
             break
         key = data[pos + 4 : pos + 4 + n].decode()
-        (value,) = struct.unpack_from("<d", data, pos + padded)
-        yield key, value
-        pos += padded + 8
+        pos = end
+        if not exemplar:
+            yield key, struct.unpack_from("<d", data, off)[0]
+            continue
+        (seq,) = _SEQ.unpack_from(data, off)
+        if seq == 0 or _SEQ.unpack_from(data, off + _EX_TAIL)[0] != seq:
+            continue
+        value, stamp, tlen, slen, trace, span = _EX_BODY.unpack_from(data, off + _SEQ.size)
+        try:
+            yield key, (value, stamp, trace[:tlen].decode(), span[:slen].decode())
+        except UnicodeDecodeError:  # pragma: no cover - only a corrupt file
+            continue
 
 
 class Slot(Bound):
     """Slot is one series of a multi-process metric, written through to this process's file."""
 
-    __slots__ = ("_family", "_keys", "_offsets", "_owner", "bounds", "values")
+    __slots__ = (
+        "_exemplar_keys",
+        "_exemplar_offsets",
+        "_family",
+        "_keys",
+        "_offsets",
+        "_owner",
+        "bounds",
+        "values",
+    )
 
     def __init__(
         self,
@@ -160,6 +205,8 @@ class Slot(Bound):
         self._keys = keys  # counter/gauge: (value,); histogram: buckets..., +Inf, sum
         self.bounds = bounds
         self._offsets = owner.slots(keys)
+        self._exemplar_keys: tuple[str, ...] = ()
+        self._exemplar_offsets: list[int] = []
 
     def add(self, delta: float = 1.0) -> None:
         """add changes the value (a counter ignores negative deltas)."""
@@ -177,6 +224,40 @@ class Slot(Bound):
             self._owner.observe(self, bisect.bisect_left(self.bounds, value), value)
 
 
+class ExemplarSlot(Slot):
+    """ExemplarSlot is a histogram `Slot` that also keeps each bucket's latest exemplar."""
+
+    __slots__ = ("_context",)
+
+    def __init__(
+        self,
+        family: Family[Slot],
+        values: tuple[str, ...],
+        owner: Provider,
+        keys: tuple[str, ...],
+        bounds: tuple[float, ...],
+        exemplar_keys: tuple[str, ...],
+        context: ExemplarContext,
+    ) -> None:
+        super().__init__(family, values, owner, keys, bounds)
+        self._context = context
+        self._exemplar_keys = exemplar_keys
+        self._exemplar_offsets = owner.slots(exemplar_keys, exemplar=True)
+
+    def observe(self, value: float) -> None:
+        """observe counts *value* and keeps the current span's ids as its bucket's exemplar."""
+        if value != value:
+            return
+        bucket = bisect.bisect_left(self.bounds, value)
+        self._owner.observe(self, bucket, value)
+        try:
+            ids = self._context()
+        except Exception:  # a broken context function must not break recording
+            return
+        if ids is not None:
+            self._owner.exemplar(self, bucket, ids, value)
+
+
 #: Counter is a multi-process counter.
 Counter = CounterFamily[Slot]
 #: Gauge is a multi-process gauge (summed over live processes).
@@ -192,8 +273,8 @@ class Provider(Pages, Declaring):
 
     Args:
         directory: the shared directory, e.g. ``/run/myapp/metrics``; created if missing.
-        common_labels, max_label_sets, logger, process_metrics, listen, path: as
-            `kitobs.metrics.prometheus.Provider` (process metrics are this process's).
+        common_labels, max_label_sets, logger, process_metrics, listen, path, exemplar_context:
+            as `kitobs.metrics.prometheus.Provider` (process metrics are this process's).
     """
 
     def __init__(
@@ -206,6 +287,7 @@ class Provider(Pages, Declaring):
         process_metrics: bool = False,
         listen: str = "",
         path: str = "/metrics",
+        exemplar_context: ExemplarContext | None = None,
     ) -> None:
         self.directory = Path(directory)
         try:
@@ -222,7 +304,8 @@ class Provider(Pages, Declaring):
         # may be remapped when it grows), so the GIL alone does not make it safe.
         self._lock = threading.Lock()
         self._file = _File(self.directory)
-        self._slots: list[Slot] = []
+        self._exemplar_context = exemplar_context
+        self._exemplar_seq = 0
         self._process = ProcessCollector() if process_metrics else None
         self._closed = False
         _fork.in_child(self)
@@ -248,6 +331,10 @@ class Provider(Pages, Declaring):
                     *(json.dumps([*head, "le", le]) for le in les),
                     json.dumps([*head, "sum", ""]),
                 )
+                context = self._exemplar_context
+                if context is not None:
+                    ex_keys = tuple(json.dumps([*head, "ex", le]) for le in les)
+                    return ExemplarSlot(family, values, self, keys, bounds, ex_keys, context)
                 return Slot(family, values, self, keys, bounds)
             return Slot(family, values, self, (json.dumps([*head, "", ""]),), ())
 
@@ -267,10 +354,10 @@ class Provider(Pages, Declaring):
 
     # --- the file -------------------------------------------------------------------------
 
-    def slots(self, keys: tuple[str, ...]) -> list[int]:
+    def slots(self, keys: tuple[str, ...], *, exemplar: bool = False) -> list[int]:
         """slots gives the file offsets of *keys* (used by `Slot`)."""
         with self._lock:
-            return [self._file.slot(k) for k in keys]
+            return [self._file.slot(k, exemplar=exemplar) for k in keys]
 
     def write(self, slot: Slot, index: int, value: float, replace: bool) -> None:
         """write adds *value* to (or with *replace*, sets) one value of *slot*."""
@@ -294,6 +381,32 @@ class Provider(Pages, Declaring):
             off = slot._offsets[-1]
             struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + value)
 
+    def exemplar(self, slot: Slot, bucket: int, ids: tuple[str, str], value: float) -> None:
+        """exemplar keeps (trace id, span id, *value*, now) as the latest exemplar of *bucket*.
+
+        Ids too long for the record (64 and 32 bytes of UTF-8) are not kept: no exemplar is
+        better than one pointing at a wrong trace.
+        """
+        try:
+            trace, span = ids[0].encode(), ids[1].encode()
+        except Exception:  # not strings: a broken context function must not break recording
+            return
+        if len(trace) > _TRACE_ROOM or len(span) > _SPAN_ROOM:
+            return
+        stamp = time.time()
+        with self._lock:
+            if self._closed:
+                return
+            mm = self._file.mm
+            off = slot._exemplar_offsets[bucket]
+            self._exemplar_seq = seq = self._exemplar_seq + 1
+            # The sequence number first and last: see _EX_BODY.
+            _SEQ.pack_into(mm, off, seq)
+            _EX_BODY.pack_into(
+                mm, off + _SEQ.size, value, stamp, len(trace), len(span), trace, span
+            )
+            _SEQ.pack_into(mm, off + _EX_TAIL, seq)
+
     def _after_fork_in_child(self) -> None:
         """In a forked child: a fresh lock and file, every series back at zero."""
         self._lock = threading.Lock()
@@ -307,6 +420,9 @@ class Provider(Pages, Declaring):
             if isinstance(fam, Family):
                 for slot in tuple(fam.series.values()):
                     slot._offsets = [self._file.slot(k) for k in slot._keys]
+                    slot._exemplar_offsets = [
+                        self._file.slot(k, exemplar=True) for k in slot._exemplar_keys
+                    ]
         self._server = None  # the standalone server's thread does not survive fork
 
     def collect_dead(self) -> None:
@@ -323,13 +439,15 @@ class Provider(Pages, Declaring):
                     dead.append(path)
             if not dead:
                 return
-            archive = self._archive()
+            values, exemplars = self._archive()
             for path in dead:
                 for key, value in _read(path):
-                    if json.loads(key)[1] != "gauge":
-                        archive[key] = archive.get(key, 0.0) + value
+                    if isinstance(value, tuple):
+                        _keep_latest(exemplars, key, value)
+                    elif json.loads(key)[1] != "gauge":
+                        values[key] = values.get(key, 0.0) + value
             tmp = self.directory / f".{_ARCHIVE}.{os.getpid()}"
-            tmp.write_text(json.dumps(archive))
+            tmp.write_text(json.dumps({**values, **exemplars}))
             tmp.replace(self.directory / _ARCHIVE)
             for path in dead:
                 with contextlib.suppress(OSError):
@@ -352,26 +470,43 @@ class Provider(Pages, Declaring):
         finally:
             os.close(fd)
 
-    def _archive(self) -> dict[str, float]:
+    def _archive(self) -> tuple[dict[str, float], dict[str, _Exemplar]]:
+        """The archive of exited processes: summed values, and the latest exemplar per bucket."""
         try:
             data = json.loads((self.directory / _ARCHIVE).read_text())
         except (OSError, ValueError):
-            return {}
-        return {str(k): float(v) for k, v in data.items()}
+            return {}, {}
+        values: dict[str, float] = {}
+        exemplars: dict[str, _Exemplar] = {}
+        for k, v in data.items():
+            with contextlib.suppress(TypeError, ValueError):
+                if isinstance(v, list):
+                    value, stamp, trace, span = v
+                    exemplars[str(k)] = (float(value), float(stamp), str(trace), str(span))
+                else:
+                    values[str(k)] = float(v)
+        return values, exemplars
 
     def totals(self) -> dict[str, float]:
         """totals sums every process's values by key (after merging exited ones)."""
+        return self._gather()[0]
+
+    def _gather(self) -> tuple[dict[str, float], dict[str, _Exemplar]]:
+        """Every process's values summed by key, and the latest exemplar of each bucket."""
         self.collect_dead()
         lock_path = self.directory / ".lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # no merge runs while the files are read
-            total = self._archive()
+            total, exemplars = self._archive()
             for path in self.directory.glob("*" + _SUFFIX):
                 with contextlib.suppress(OSError):
                     for key, value in _read(path):
-                        total[key] = total.get(key, 0.0) + value
-            return total
+                        if isinstance(value, tuple):
+                            _keep_latest(exemplars, key, value)
+                        else:
+                            total[key] = total.get(key, 0.0) + value
+            return total, exemplars
         finally:
             os.close(fd)
 
@@ -380,18 +515,25 @@ class Provider(Pages, Declaring):
     def exposition(self, *, openmetrics: bool = False) -> bytes:
         """exposition renders the totals of every process as text 0.0.4 or OpenMetrics."""
         groups: dict[str, tuple[str, str, dict[tuple[tuple[str, ...], tuple[str, ...]], Any]]] = {}
-        for key, value in self.totals().items():
+        totals, exemplars = self._gather()
+        for key, value in totals.items():
             name, kind, help_text, names, values, part, le = json.loads(key)
             _, _, series = groups.setdefault(name, (kind, help_text, {}))
             sk = (tuple(names), tuple(values))
             if kind == "histogram":
-                entry = series.setdefault(sk, {"le": {}, "sum": 0.0})
+                entry = series.setdefault(sk, {"le": {}, "sum": 0.0, "ex": {}})
                 if part == "le":
                     entry["le"][le] = entry["le"].get(le, 0.0) + value
                 else:
                     entry["sum"] += value
             else:
                 series[sk] = series.get(sk, 0.0) + value
+        if openmetrics:  # exemplars only where their bucket has a count
+            for key, ex in exemplars.items():
+                name, _, _, names, values, _, le = json.loads(key)
+                entry = groups.get(name, ("", "", {}))[2].get((tuple(names), tuple(values)))
+                if entry is not None:
+                    entry["ex"][le] = ex
         # Gauges with a callback (this process's reading) and process metrics are rendered from
         # samples; whatever their series wrote to the files is left out.
         sampled: list[tuple[Declaration, list[tuple[tuple[str, ...], float]]]] = [
@@ -424,7 +566,9 @@ class Provider(Pages, Declaring):
                 )
                 for le, count in les:
                     running += count
-                    out.append(f'{name}_bucket{{{block}{sep}le="{le}"}} {fmt(running)}\n')
+                    ex = v["ex"].get(le)
+                    tail = exemplar_suffix(ex[2], ex[3], ex[0], ex[1]) if ex else ""
+                    out.append(f'{name}_bucket{{{block}{sep}le="{le}"}} {fmt(running)}{tail}\n')
                 body = f"{{{block}}}" if block else ""
                 out.append(f"{name}_sum{body} {fmt(v['sum'])}\n{name}_count{body} {fmt(running)}\n")
         for decl, samples in sampled:
@@ -457,3 +601,10 @@ class Provider(Pages, Declaring):
             self._closed = True
             self._file.mm.flush()
             self._file.close()  # releases the flock: the next scrape archives the file
+
+
+def _keep_latest(exemplars: dict[str, _Exemplar], key: str, ex: _Exemplar) -> None:
+    """Keep *ex* under *key* unless the one there is later."""
+    have = exemplars.get(key)
+    if have is None or ex[1] >= have[1]:
+        exemplars[key] = ex

@@ -1,16 +1,23 @@
-"""Pre-fork multi-process metrics: forked children and a real gunicorn with 4 workers."""
+"""Pre-fork multi-process metrics: forked children, and real gunicorn workers (and Prometheus)."""
 
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from kitobs.metrics import multiprocess
@@ -133,6 +140,206 @@ def test_gunicorn_four_workers_report_one_total(tmp_path: Path, preload: bool) -
         assert got[("served_total", (("path", "/work"),))] == 100
         assert got[("served_total", (("path", "/warmup"),))] == 1
         assert len(list(metrics_dir.glob("*.kitobs"))) <= 4 + 1 + int(preload)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# --- exemplars ---------------------------------------------------------------------------------
+
+
+def _exemplars(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
+    """(sample name, labels) -> Exemplar, read by prometheus_client's OpenMetrics parser."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.exemplar
+        for f in openmetrics_families(text)
+        for s in f.samples
+        if s.exemplar is not None
+    }
+
+
+def test_exemplars_of_live_and_exited_processes_latest_per_bucket(tmp_path: Path) -> None:
+    ids = ["0" * 31 + "1", "0" * 15 + "a"]
+    p = multiprocess.Provider(tmp_path, exemplar_context=lambda: (ids[0], ids[1]))
+    h = p.histogram("work", help="Work.", unit="seconds", labels=("who",), buckets=(1.0, 5.0))
+    h.labels("x").observe(0.5)  # le=1.0, soon replaced by the child's later one
+    h.labels("x").observe(4.0)  # le=5.0, stays the parent's
+    pid = os.fork()
+    if pid == 0:  # a worker that serves, then exits without closing (its file gets archived)
+        try:
+            ids[0] = "0" * 31 + "2"
+            h.labels("x").observe(0.25)
+            h.labels("x").observe(7.0)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    text = p.exposition(openmetrics=True).decode()
+    got = _exemplars(text)
+    first = (("le", "1.0"), ("who", "x"))
+    assert got[("work_seconds_bucket", first)].labels == {
+        "trace_id": "0" * 31 + "2",
+        "span_id": "0" * 15 + "a",
+    }
+    assert got[("work_seconds_bucket", first)].value == 0.25
+    assert (
+        got[("work_seconds_bucket", (("le", "5.0"), ("who", "x")))].labels["trace_id"]
+        == "0" * 31 + "1"
+    )
+    assert got[("work_seconds_bucket", (("le", "+Inf"), ("who", "x")))].value == 7.0
+    assert len(list(tmp_path.glob("*.kitobs"))) == 1  # the child's file went into the archive
+    # The text format has no exemplars; counts are those of both processes.
+    assert " # {" not in p.exposition().decode()
+    assert _samples(p.exposition().decode())[("work_seconds_count", (("who", "x"),))] == 4
+    p.close()
+    # A new reader (as after a restart of every worker) still shows the archived exemplars.
+    reader = multiprocess.Provider(tmp_path, exemplar_context=lambda: None)
+    reader.histogram("work", help="Work.", unit="seconds", labels=("who",), buckets=(1.0, 5.0))
+    again = _exemplars(reader.exposition(openmetrics=True).decode())
+    assert again[("work_seconds_bucket", first)].value == 0.25
+    assert again[("work_seconds_bucket", (("le", "5.0"), ("who", "x")))].value == 4.0
+    reader.close()
+
+
+def test_exemplar_half_written_is_not_shown(tmp_path: Path) -> None:
+    p = multiprocess.Provider(tmp_path, exemplar_context=lambda: ("ab" * 16, "cd" * 8))
+    h = p.histogram("work", help="Work.", unit="seconds", buckets=(1.0,))
+    h.observe(0.5)
+    assert _exemplars(p.exposition(openmetrics=True).decode())
+    # As a scrape would see a record while its writer is between the first and the last
+    # sequence number: the two disagree.
+    slot = h.default()
+    off = slot._exemplar_offsets[0]
+    mm = p._file.mm
+    struct.pack_into("<Q", mm, off, struct.unpack_from("<Q", mm, off)[0] + 1)
+    text = p.exposition(openmetrics=True).decode()
+    assert _exemplars(text) == {}
+    assert _samples(text)[("work_seconds_bucket", (("le", "1.0"),))] == 1
+    p.close()
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        lambda: ("a" * 65, "b" * 16),  # longer than the record holds
+        lambda: ("a" * 32, "b" * 33),
+        lambda: (1, 2),  # not strings
+        lambda: 1 / 0,  # raises
+        lambda: None,  # outside a sampled span
+    ],
+    ids=["long-trace", "long-span", "not-strings", "raises", "none"],
+)
+def test_exemplar_context_trouble_never_loses_the_observation(
+    tmp_path: Path, context: Callable[[], Any]
+) -> None:
+    p = multiprocess.Provider(tmp_path, exemplar_context=context)
+    h = p.histogram("work", help="Work.", unit="seconds", buckets=(1.0,))
+    h.observe(0.5)
+    h.observe(2.0)
+    text = p.exposition(openmetrics=True).decode()
+    assert _exemplars(text) == {}
+    got = _samples(p.exposition().decode())
+    assert got[("work_seconds_bucket", (("le", "1.0"),))] == 1
+    assert got[("work_seconds_count", ())] == 2
+    p.close()
+
+
+def test_exemplars_survive_a_fork_before_any_request(tmp_path: Path) -> None:
+    """gunicorn --preload: series built in the parent get the child's own exemplar records."""
+    p = multiprocess.Provider(tmp_path, exemplar_context=lambda: ("e" * 32, "f" * 16))
+    h = p.histogram("work", help="Work.", unit="seconds", buckets=(1.0,))
+    h.observe(2.0)  # the parent's, in +Inf
+    observed_r, observed_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            h.observe(0.5)
+            os.write(observed_w, b"1")
+            os.read(done_r, 1)  # stay alive (file not archived) until the parent has read
+        finally:
+            os._exit(0)
+    os.read(observed_r, 1)
+    got = _exemplars(p.exposition(openmetrics=True).decode())
+    os.write(done_w, b"1")
+    os.waitpid(pid, 0)
+    for fd in (observed_r, observed_w, done_r, done_w):
+        os.close(fd)
+    assert got[("work_seconds_bucket", (("le", "1.0"),))].value == 0.5
+    assert got[("work_seconds_bucket", (("le", "+Inf"),))].value == 2.0
+    p.close()
+
+
+_TRACED_APP = textwrap.dedent(
+    """
+    import os
+
+    from kitobs.config import load
+    from kitobs.metrics.config import provider_from_settings
+    from kitobs.tracing import Tracer, current_sampled_ids
+
+    provider = provider_from_settings(load(search=False), exemplar_context=current_sampled_ids)
+    latency = provider.histogram(
+        "kitobs_mp_work", help="Work.", unit="seconds", labels=("run",), buckets=(0.1, 1.0)
+    )
+    metrics_app = provider.wsgi_routes()["/metrics"]
+    tracer = Tracer()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/metrics":
+            return metrics_app(environ, start_response)
+        run, value = environ["QUERY_STRING"].split("&")
+        with tracer.span("work") as span:
+            latency.labels(run).observe(float(value))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{span.hex_ids()[0]} {os.getpid()}".encode()]
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_gunicorn_workers_exemplars_reach_prometheus(
+    tmp_path: Path, app_port: int, prometheus_url: str
+) -> None:
+    """Real Prometheus (exemplar storage on) scrapes 2 gunicorn workers, some since replaced."""
+    (tmp_path / "tracedapp.py").write_text(_TRACED_APP)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KITOBS_")} | {
+        "KITOBS_METRICS_BACKEND": "prometheus",
+        "KITOBS_METRICS_PROMETHEUS_MULTIPROCESS_DIR": str(tmp_path / "metrics"),
+        "KITOBS_METRICS_PROCESS_METRICS": "false",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]),
+    }
+    cmd = [sys.executable, "-m", "gunicorn", "--workers", "2", "--max-requests", "5"]
+    cmd += ["--max-requests-jitter", "0", "--bind", f"127.0.0.1:{app_port}"]
+    proc = subprocess.Popen(
+        [*cmd, "--log-level", "warning", "tracedapp:app"], cwd=tmp_path, env=env
+    )
+    run = uuid.uuid4().hex[:12]
+    try:
+        base = f"http://127.0.0.1:{app_port}"
+        _wait_up(f"{base}/metrics", proc)
+        served: dict[str, str] = {}  # trace id -> pid
+        for i in range(12):
+            value = "0.05" if i < 11 else "0.5"  # the last one alone in le=1.0
+            with urllib.request.urlopen(f"{base}/work?{run}&{value}", timeout=5) as resp:
+                trace, pid = resp.read().decode().split()
+            served[trace] = pid
+        assert len(set(served.values())) > 2  # workers were replaced along the way
+        last = trace
+        sel = f'kitobs_mp_work_seconds_bucket{{run="{run}"}}'
+        found = servers.wait_for_exemplars(
+            prometheus_url, sel, lambda got: any(e["labels"]["trace_id"] == last for e in got)
+        )
+        assert {e["labels"]["trace_id"] for e in found} <= set(served)
+        by_le = {e["series"]["le"]: e for e in found if e["labels"]["trace_id"] == last}
+        assert float(by_le["1.0"]["value"]) == 0.5
+        assert len(by_le["1.0"]["labels"]["span_id"]) == 16
+        counts = servers.wait_for_prometheus(
+            prometheus_url,
+            f'kitobs_mp_work_seconds_count{{run="{run}"}}',
+            lambda r: [float(x["value"][1]) for x in r] == [12],
+        )
+        assert counts
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -99,6 +99,28 @@ def test_openmetrics_carries_exemplars_of_sampled_spans() -> None:
     assert "# {" not in p.exposition().decode()  # text 0.0.4 has no exemplars
 
 
+def test_exemplar_ids_are_escaped_and_overlong_ones_left_out() -> None:
+    """Ids from a user's context function: quoted safely, and never past OpenMetrics' limit.
+
+    (A ``"`` in an id is checked against the real Prometheus in test_real_servers: the
+    prometheus_client parser used here does not handle ``\\"`` inside exemplar labels.)
+    """
+    current = ("tr\\ace", "sp\nan")
+    p = prometheus.Provider(exemplar_context=lambda: current)
+    h = p.histogram("work", help="Work.", unit="seconds", buckets=(0.1, 1.0))
+    h.observe(0.05)
+    current = ("t" * 100, "s" * 14)  # 8 + 7 + 114 = 129 code points: one too many
+    h.observe(0.5)
+    text = p.exposition(openmetrics=True).decode()
+    assert 'trace_id="tr\\\\ace",span_id="sp\\nan"' in text
+    samples = [s for f in om_parse(text) for s in f.samples if s.name == "work_seconds_bucket"]
+    by_le = {s.labels["le"]: s for s in samples}
+    assert by_le["0.1"].exemplar is not None
+    assert by_le["0.1"].exemplar.labels == {"trace_id": "tr\\ace", "span_id": "sp\nan"}
+    assert by_le["1.0"].exemplar is None
+    assert by_le["1.0"].value == 2
+
+
 def test_collector_adapter_matches_own_exposition() -> None:
     registry = CollectorRegistry()
     p = prometheus.Provider(registry=registry, common_labels={"env": "x"})

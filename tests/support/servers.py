@@ -32,6 +32,7 @@ __all__ = [
     # Prometheus
     "prometheus_query",
     "wait_for_prometheus",
+    "wait_for_exemplars",
     "promtool_check_metrics",
     # Pushgateway
     "pushgateway_metrics",
@@ -129,6 +130,37 @@ def wait_for_prometheus(
         if time.monotonic() >= deadline:
             raise AssertionError(
                 f"after {timeout} s {promql!r} still does not match; last result: {result}"
+            )
+        time.sleep(_POLL)
+
+
+def wait_for_exemplars(
+    url: str,
+    promql: str,
+    predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+    timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """wait_for_exemplars polls ``/api/v1/query_exemplars`` for *promql* until *predicate* holds.
+
+    It passes the exemplars of every matching series, flattened, each with its series' labels
+    under ``"series"`` (e.g. ``{"labels": {"trace_id": ...}, "value": "0.5", "series": {...}}``),
+    and returns them; AssertionError with the last list after *timeout* seconds. Prometheus keeps
+    exemplars only with ``--enable-feature=exemplar-storage``, as scripts/test starts it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        query = urllib.parse.urlencode(
+            {"query": promql, "start": time.time() - 3600, "end": time.time() + 60}
+        )
+        body = _get_json(f"{url.rstrip('/')}/api/v1/query_exemplars?{query}")
+        if body.get("status") != "success":
+            raise AssertionError(f"Prometheus rejected {promql!r}: {body}")
+        found = [{**e, "series": s["seriesLabels"]} for s in body["data"] for e in s["exemplars"]]
+        if predicate(found):
+            return found
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"after {timeout} s the exemplars of {promql!r} still do not match: {found}"
             )
         time.sleep(_POLL)
 
