@@ -6,6 +6,11 @@ Cases, each per span, interleaved over several repeats, medians reported with ra
   tracer.span(...)`` with the batching processor and a no-op exporter. SDK:
   ``start_as_current_span`` with ``BatchSpanProcessor`` and a no-op exporter.
 - unsampled: the same with ``always_off`` in both.
+- unsampled floor (no goal; the bound on the unsampled goal): the least any pure-Python span can
+  do and still be an OpenTelemetry current span. A ``with`` block over an object with three
+  slots, ids from ``random.getrandbits``, a new OpenTelemetry ``Context`` holding it, and the
+  context variable set and reset. No sampler, no kind or parent, no checks. kitobs' unsampled span
+  does all of that and those few things more, so its ratio cannot beat this row's.
 - zipkin encoding: kitobs' `kitobs.tracing.zipkin.encode` against the OpenTelemetry Zipkin JSON
   v2 encoder, over the same 100 finished spans (4 attributes, one event) each.
 - endpoint span (no goal, for issue 5's endpoint benchmark): the cost a traced endpoint adds,
@@ -23,22 +28,27 @@ Run: ``python benchmarks/bench_tracing.py [--repeats 7] [--number 20000] [--cloc
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry.context.context import Context
 from opentelemetry.exporter.zipkin.json.v2 import JsonV2Encoder
 from opentelemetry.exporter.zipkin.node_endpoint import NodeEndpoint
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span as OtelSpan
+from opentelemetry.trace import SpanContext, SpanKind, get_current_span
+from opentelemetry.util.types import AnyValue
 
 from kitobs.endpoint.tracing import tracing_middleware
 from kitobs.tracing import Span, Tracer, sampler, zipkin
 from kitobs.tracing._batch import BatchProcessor
+from kitobs.tracing._context import SPAN_KEY, attach, detach, get_current
 from kitobs.tracing.otlp import adapt
 
 
@@ -47,12 +57,83 @@ class NopSdkExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class FloorSpan(OtelSpan):
+    """The least a pure-Python span can be while it is current: see ``unsampled floor``.
+
+    It must be an OpenTelemetry ``Span`` for ``get_current_span()`` to return it; the abstract
+    methods do nothing.
+    """
+
+    __slots__ = ("_scope", "_token", "span_id", "trace_id")
+    _scope: Context
+    _token: Any
+    span_id: int
+    trace_id: int
+
+    def get_span_context(self) -> SpanContext:
+        return SpanContext(self.trace_id, self.span_id, False)
+
+    def end(self, end_time: int | None = None) -> None:
+        pass
+
+    def is_recording(self) -> bool:
+        return False
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_attributes(self, attributes: Any) -> None:
+        pass
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        pass
+
+    def update_name(self, name: str) -> None:
+        pass
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        pass
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Any = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        pass
+
+    def __enter__(self) -> FloorSpan:
+        self._token = _attach(self._scope)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _detach(self._token)
+
+
+def floor_span(name: str) -> FloorSpan:
+    base = _get_current()
+    span = FloorSpan()
+    span.trace_id = _getrandbits(128)
+    span.span_id = _getrandbits(64)
+    scope = Context(base) if base else Context()
+    _set_item(scope, SPAN_KEY, span)
+    span._scope = scope
+    return span
+
+
 class NopExporter:
     def export(self, spans: Sequence[Span], timeout: float) -> None:
         pass
 
 
 QUEUE = 65536
+
+_getrandbits = random.getrandbits
+_get_current = get_current
+_attach = attach
+_detach = detach
+_set_item = dict.__setitem__
 
 
 def handler(request: int) -> int:
@@ -114,8 +195,16 @@ def main() -> None:
 
         return run
 
+    def floor_case() -> None:
+        with floor_span("GET /items/{id}"):
+            pass
+
+    with floor_span("check") as floor:  # it is a current span, as the row claims
+        assert get_current_span() is floor
+    assert get_current_span() is not floor
+
     # Encoding: the same 100 finished spans, in each library's own shape.
-    attrs = {
+    attrs: dict[str, AnyValue] = {
         "http.request.method": "GET",
         "http.route": "/items/{id}",
         "http.response.status_code": 200,
@@ -129,7 +218,7 @@ def main() -> None:
         s.end()
         spans.append(s)
     resource = Resource.create({"service.name": "shop"})
-    sdk_spans = [adapt(s, resource) for s in spans]
+    sdk_spans: list[Any] = [adapt(s, resource) for s in spans]  # the SDK's ReadableSpan
     encoder = JsonV2Encoder()
     endpoint = NodeEndpoint()
     endpoint.service_name = "shop"
@@ -162,6 +251,7 @@ def main() -> None:
         "sampled sdk": (sdk_case(s_on), args.number),
         "unsampled kitobs": (kitobs_case(k_off), args.number),
         "unsampled sdk": (sdk_case(s_off), args.number),
+        "unsampled floor": (floor_case, args.number),
         "zipkin encode kitobs": (kitobs_encode, max(1, args.number // 100)),
         "zipkin encode sdk": (sdk_encode, max(1, args.number // 100)),
         "endpoint bare": (bare_endpoint, args.number),
@@ -198,6 +288,12 @@ def main() -> None:
         ratio = med[f"{what} sdk"] / med[f"{what} kitobs"]
         verdict = "meets" if ratio >= goal else "MISSES"
         print(f"{what:14s} kitobs is 1/{ratio:.1f} of the SDK (goal 1/{goal}: {verdict})")
+    ratio = med["unsampled sdk"] / med["unsampled floor"]
+    print(
+        f"unsampled floor is 1/{ratio:.1f} of the SDK: the best ratio a pure-Python span can get "
+        f"(kitobs' unsampled span takes {med['unsampled kitobs'] / med['unsampled floor']:.2f}x "
+        "the floor's time)"
+    )
     ratio = med["endpoint span sdk"] / med["endpoint span kitobs"]
     print(f"endpoint span  kitobs is 1/{ratio:.1f} of the SDK (no goal of its own)")
     for p in processors:

@@ -1,0 +1,82 @@
+"""The tracing, metrics and statsd benchmarks run in a short mode and print every row.
+
+No timing is asserted (machines are noisy); these keep the benchmarks working and honest: each
+case is run and reported, and each goal line is printed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(name: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    return result.stdout
+
+
+def test_bench_tracing_prints_every_case_and_goal() -> None:
+    out = _run("bench_tracing.py", "--number", "200", "--repeats", "1")
+    cases = [
+        "sampled kitobs",
+        "sampled sdk",
+        "unsampled kitobs",
+        "unsampled sdk",
+        "unsampled floor",
+        "zipkin encode kitobs",
+        "zipkin encode sdk",
+        "endpoint bare",
+        "endpoint span kitobs",
+        "endpoint span sdk",
+    ]
+    timed = {
+        m[1].strip(): float(m[2]) for m in re.finditer(r"^(.{24}) +(-?[\d.]+) us/span", out, re.M)
+    }
+    assert list(timed) == cases, out
+    assert all(timed[c] > 0 for c in cases if not c.startswith("endpoint span")), out
+    for what, goal in (("sampled", 8), ("unsampled", 12), ("zipkin encode", 3)):
+        assert re.search(rf"^{what} +kitobs is 1/[\d.]+ of the SDK \(goal 1/{goal}: ", out, re.M), (
+            out
+        )
+    # The floor row is a real current span (the benchmark asserts it) and gets its ratio line.
+    assert re.search(r"^unsampled floor is 1/[\d.]+ of the SDK", out, re.M), out
+
+
+def test_bench_metrics_quick_prints_every_goal() -> None:
+    out = _run("bench_metrics.py", "--quick")
+    rows = [line for line in out.splitlines() if "(goal <=" in line]
+    assert len(rows) == 5, out
+    for row in rows:
+        m = re.search(
+            r"kitobs +([\d.]+) (ns|ms) +prometheus_client +([\d.]+) (ns|ms) +ratio ([\d.]+)", row
+        )
+        assert m is not None, row
+        assert float(m[1]) > 0, row
+        assert float(m[3]) > 0, row
+        assert abs(float(m[5]) - float(m[1]) / float(m[3])) < 0.002 + 0.01 * float(m[5]), row
+
+
+def test_bench_statsd_prints_every_case() -> None:
+    out = _run("bench_statsd.py", "--ops", "500", "--rounds", "1")
+    names = [
+        "kitobs add (bound)",
+        "kitobs labels(2).add",
+        "kitobs observe (ms timer)",
+        "statsd incr",
+        "statsd timing",
+        "dogstatsd buffered increment",
+    ]
+    for name in names:
+        assert re.search(rf"^  {re.escape(name)} +\d+ ns", out, re.M), out
+    assert "kitobs dropped lines: none" in out
