@@ -84,14 +84,15 @@ _SUFFIX = ".kitobs"
 # An entry whose key length has this bit set holds an exemplar record instead of a float64.
 _EXEMPLAR_FLAG = 1 << 31
 # An exemplar record: sequence number, value, timestamp, id lengths, padding, trace id, span id,
-# and the sequence number again. A reader keeps a record only when both numbers agree, so it never
-# takes one half written (the writer is another process; the reader copies the file).
+# and the sequence number again. The writer writes the record front to back, the last number
+# last; a reader copies the file front to back and keeps a record only when both numbers agree,
+# so it never takes one half written (the writer is another process).
 _TRACE_ROOM = 64
 _SPAN_ROOM = 32
 _SEQ = struct.Struct("<Q")
-_EX_BODY = struct.Struct(f"<ddBB6x{_TRACE_ROOM}s{_SPAN_ROOM}s")
-_EX_SIZE = _SEQ.size + _EX_BODY.size + _SEQ.size
-_EX_TAIL = _SEQ.size + _EX_BODY.size
+_EX_HEAD = struct.Struct(f"<QddBB6x{_TRACE_ROOM}s{_SPAN_ROOM}s")  # all but the last number
+_EX_SIZE = _EX_HEAD.size + _SEQ.size
+_EX_TAIL = _EX_HEAD.size
 
 #: An exemplar as stored: value, timestamp (seconds since the epoch), trace id, span id.
 _Exemplar = tuple[float, float, str, str]
@@ -167,10 +168,9 @@ def _read(path: Path) -> Iterator[tuple[str, float | _Exemplar]]:
         if not exemplar:
             yield key, struct.unpack_from("<d", data, off)[0]
             continue
-        (seq,) = _SEQ.unpack_from(data, off)
+        seq, value, stamp, tlen, slen, trace, span = _EX_HEAD.unpack_from(data, off)
         if seq == 0 or _SEQ.unpack_from(data, off + _EX_TAIL)[0] != seq:
             continue
-        value, stamp, tlen, slen, trace, span = _EX_BODY.unpack_from(data, off + _SEQ.size)
         try:
             yield key, (value, stamp, trace[:tlen].decode(), span[:slen].decode())
         except UnicodeDecodeError:  # pragma: no cover - only a corrupt file
@@ -400,11 +400,8 @@ class Provider(Pages, Declaring):
             mm = self._file.mm
             off = slot._exemplar_offsets[bucket]
             self._exemplar_seq = seq = self._exemplar_seq + 1
-            # The sequence number first and last: see _EX_BODY.
-            _SEQ.pack_into(mm, off, seq)
-            _EX_BODY.pack_into(
-                mm, off + _SEQ.size, value, stamp, len(trace), len(span), trace, span
-            )
+            # struct writes fields in order: the first number first, the last one last.
+            _EX_HEAD.pack_into(mm, off, seq, value, stamp, len(trace), len(span), trace, span)
             _SEQ.pack_into(mm, off + _EX_TAIL, seq)
 
     def _after_fork_in_child(self) -> None:
