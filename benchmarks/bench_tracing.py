@@ -65,7 +65,7 @@ class FloorSpan(OtelSpan):
     """
 
     __slots__ = ("_scope", "_token", "span_id", "trace_id")
-    _scope: Context
+    _scope: Any
     _token: Any
     span_id: int
     trace_id: int
@@ -105,6 +105,7 @@ class FloorSpan(OtelSpan):
 
     def __enter__(self) -> FloorSpan:
         self._token = _attach(self._scope)
+        self._scope = None  # the context holds the span: else each span is a reference cycle
         return self
 
     def __exit__(self, *exc: object) -> None:

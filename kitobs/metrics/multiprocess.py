@@ -74,7 +74,7 @@ from kitobs.metrics.process import Collector as ProcessCollector
 if TYPE_CHECKING:
     from kitobs.metrics import ExemplarContext
 
-__all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot"]
+__all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot", "ExemplarSlot"]
 
 _HEADER = 8  # bytes used, as a little-endian uint64
 _INITIAL = 1 << 16
