@@ -57,7 +57,13 @@ if _VAR is not None:
 else:  # pragma: no cover - only with a third-party runtime context
     _get = otel_context.get_current
     attach = otel_context.attach
-    detach = otel_context.detach
+
+    def detach(token: Token[Context]) -> None:
+        # As ContextVar.reset: a token that is not one raises TypeError (OpenTelemetry's own
+        # detach would log it as an error instead).
+        if not isinstance(token, Token):
+            raise TypeError(f"expected a Token, got {type(token).__name__}")
+        otel_context.detach(token)
 
 
 #: get_current returns the current `Context` (the context variable's ``get`` when stock).

@@ -361,13 +361,12 @@ class UnsampledSpan(Span):
         exc_tb: TracebackType | None,
     ) -> None:
         """Restore the previous context; there is nothing to record or export."""
-        token = self._token
-        if token is not None:
-            self._token = None
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
-                _detach(token)
-            except (ValueError, RuntimeError):  # exited in another context: nothing to restore
-                pass
+        try:  # noqa: SIM105 - cheaper than contextlib.suppress on the hot path
+            _detach(self._token)  # type: ignore[arg-type]  # None raises TypeError, caught
+        except (ValueError, RuntimeError, TypeError):
+            # Exited in another context, exited twice (a used token) or never made current
+            # (None): there is nothing to restore.
+            pass
 
 
 #: The span classes kitobs builds; ``type(x) in SPAN_TYPES`` is the fast "is it ours" test

@@ -362,13 +362,16 @@ def test_a_span_is_made_current_once_then_restores_its_parent(sampled: bool) -> 
     assert otel_trace.get_current_span() is otel_trace.INVALID_SPAN
 
 
-def test_start_span_in_a_with_block_never_becomes_current() -> None:
-    tracer = Tracer()
+@pytest.mark.parametrize("sampled", [True, False])
+def test_start_span_in_a_with_block_never_becomes_current(sampled: bool) -> None:
+    tracer = Tracer(sampler=None if sampled else sampler.AlwaysOff())
     with tracer.span("outer") as outer:
         with tracer.start_span("background") as background:
             assert otel_trace.get_current_span() is outer
-        assert background.end_ns > 0
+        assert otel_trace.get_current_span() is outer  # its exit restored nothing
+        assert (background.end_ns > 0) is sampled  # an unsampled span reads no clock
         assert background.parent_id == outer.span_id
+    assert otel_trace.get_current_span() is otel_trace.INVALID_SPAN
 
 
 def test_span_given_a_context_becomes_current_in_it_with_its_baggage() -> None:
