@@ -122,14 +122,24 @@ def wait_for_prometheus(
     It returns that result, or raises AssertionError with the last result after *timeout*
     seconds. Prometheus needs ~5 s after start and one scrape interval after that to show data.
     """
+    return _poll(lambda: prometheus_query(url, promql), predicate, timeout, repr(promql))
+
+
+def _poll(
+    fetch: Callable[[], list[dict[str, Any]]],
+    predicate: Callable[[list[dict[str, Any]]], bool],
+    timeout: float,
+    what: str,
+) -> list[dict[str, Any]]:
+    """Call *fetch* until *predicate* holds of its result; AssertionError after *timeout* s."""
     deadline = time.monotonic() + timeout
     while True:
-        result = prometheus_query(url, promql)
+        result = fetch()
         if predicate(result):
             return result
         if time.monotonic() >= deadline:
             raise AssertionError(
-                f"after {timeout} s {promql!r} still does not match; last result: {result}"
+                f"after {timeout} s {what} still does not match; last result: {result}"
             )
         time.sleep(_POLL)
 
@@ -147,22 +157,17 @@ def wait_for_exemplars(
     and returns them; AssertionError with the last list after *timeout* seconds. Prometheus keeps
     exemplars only with ``--enable-feature=exemplar-storage``, as scripts/test starts it.
     """
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def fetch() -> list[dict[str, Any]]:
         query = urllib.parse.urlencode(
             {"query": promql, "start": time.time() - 3600, "end": time.time() + 60}
         )
         body = _get_json(f"{url.rstrip('/')}/api/v1/query_exemplars?{query}")
         if body.get("status") != "success":
             raise AssertionError(f"Prometheus rejected {promql!r}: {body}")
-        found = [{**e, "series": s["seriesLabels"]} for s in body["data"] for e in s["exemplars"]]
-        if predicate(found):
-            return found
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"after {timeout} s the exemplars of {promql!r} still do not match: {found}"
-            )
-        time.sleep(_POLL)
+        return [{**e, "series": s["seriesLabels"]} for s in body["data"] for e in s["exemplars"]]
+
+    return _poll(fetch, predicate, timeout, f"the exemplars of {promql!r}")
 
 
 def promtool_check_metrics(promtool: str, exposition: str) -> subprocess.CompletedProcess[str]:
