@@ -54,16 +54,26 @@ if _VAR is not None:
     _get: Callable[[], Context] = _VAR.get
     attach: Callable[[Context], Token[Context]] = _VAR.set
     detach: Callable[[Token[Context]], None] = _VAR.reset
-else:  # pragma: no cover - only with a third-party runtime context
+else:  # with a third-party runtime context (tested in a subprocess: no coverage there)
     _get = otel_context.get_current
     attach = otel_context.attach
+    _runtime: Any = getattr(otel_context, "_RUNTIME_CONTEXT", None)
 
     def detach(token: Token[Context]) -> None:
-        # As ContextVar.reset: a token that is not one raises TypeError (OpenTelemetry's own
-        # detach would log it as an error instead).
-        if not isinstance(token, Token):
-            raise TypeError(f"expected a Token, got {type(token).__name__}")
-        otel_context.detach(token)
+        """detach restores the context before *token*; it raises, as ``ContextVar.reset`` does.
+
+        OpenTelemetry's own ``detach`` logs a failure as an error instead: a span exited twice,
+        or exited without being made current, expects the failure and ignores it.
+        """
+        if token is None:
+            raise TypeError("expected a token, got None")
+        if _runtime is None:  # pragma: no cover - an OpenTelemetry without _RUNTIME_CONTEXT
+            otel_context.detach(token)
+            return
+        try:
+            _runtime.detach(token)
+        except Exception as err:
+            raise RuntimeError(f"cannot restore the context: {err}") from err
 
 
 #: get_current returns the current `Context` (the context variable's ``get`` when stock).
