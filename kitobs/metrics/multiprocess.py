@@ -39,6 +39,7 @@ import struct
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,16 +84,16 @@ _SUFFIX = ".kitobs"
 
 # An entry whose key length has this bit set holds an exemplar record instead of a float64.
 _EXEMPLAR_FLAG = 1 << 31
-# An exemplar record: sequence number, value, timestamp, id lengths, padding, trace id, span id,
-# and the sequence number again. The writer writes the record front to back, the last number
-# last; a reader copies the file front to back and keeps a record only when both numbers agree,
-# so it never takes one half written (the writer is another process).
+# An exemplar record: a CRC-32 of the body, padding, then the body: value, timestamp, id lengths,
+# padding, trace id, span id. The writer is another process and a scrape copies the file while it
+# may be writing, with no lock between them; a record whose body does not match its CRC was
+# caught half written, and is left out. (A checksum holds on any CPU; ordering tricks such as a
+# sequence number at each end rely on the CPU keeping stores in order.)
 _TRACE_ROOM = 64
 _SPAN_ROOM = 32
-_SEQ = struct.Struct("<Q")
-_EX_HEAD = struct.Struct(f"<QddBB6x{_TRACE_ROOM}s{_SPAN_ROOM}s")  # all but the last number
-_EX_SIZE = _EX_HEAD.size + _SEQ.size
-_EX_TAIL = _EX_HEAD.size
+_EX_CRC = struct.Struct("<I4x")
+_EX_BODY = struct.Struct(f"<ddBB6x{_TRACE_ROOM}s{_SPAN_ROOM}s")
+_EX_SIZE = _EX_CRC.size + _EX_BODY.size
 
 #: An exemplar as stored: value, timestamp (seconds since the epoch), trace id, span id.
 _Exemplar = tuple[float, float, str, str]
@@ -168,9 +169,10 @@ def _read(path: Path) -> Iterator[tuple[str, float | _Exemplar]]:
         if not exemplar:
             yield key, struct.unpack_from("<d", data, off)[0]
             continue
-        seq, value, stamp, tlen, slen, trace, span = _EX_HEAD.unpack_from(data, off)
-        if seq == 0 or _SEQ.unpack_from(data, off + _EX_TAIL)[0] != seq:
-            continue
+        body = data[off + _EX_CRC.size : end]
+        if _EX_CRC.unpack_from(data, off)[0] != zlib.crc32(body):
+            continue  # never written (all zero), or caught half written
+        value, stamp, tlen, slen, trace, span = _EX_BODY.unpack(body)
         try:
             yield key, (value, stamp, trace[:tlen].decode(), span[:slen].decode())
         except UnicodeDecodeError:  # pragma: no cover - only a corrupt file
@@ -305,7 +307,6 @@ class Provider(Pages, Declaring):
         self._lock = threading.Lock()
         self._file = _File(self.directory)
         self._exemplar_context = exemplar_context
-        self._exemplar_seq = 0
         self._process = ProcessCollector() if process_metrics else None
         self._closed = False
         _fork.in_child(self)
@@ -393,16 +394,15 @@ class Provider(Pages, Declaring):
             return
         if len(trace) > _TRACE_ROOM or len(span) > _SPAN_ROOM:
             return
-        stamp = time.time()
+        body = _EX_BODY.pack(value, time.time(), len(trace), len(span), trace, span)
+        crc = zlib.crc32(body)  # outside the lock: only the two copies need it
         with self._lock:
             if self._closed:
                 return
             mm = self._file.mm
-            off = slot._exemplar_offsets[bucket]
-            self._exemplar_seq = seq = self._exemplar_seq + 1
-            # struct writes fields in order: the first number first, the last one last.
-            _EX_HEAD.pack_into(mm, off, seq, value, stamp, len(trace), len(span), trace, span)
-            _SEQ.pack_into(mm, off + _EX_TAIL, seq)
+            off = slot._exemplar_offsets[bucket] + _EX_CRC.size
+            mm[off : off + _EX_BODY.size] = body
+            _EX_CRC.pack_into(mm, off - _EX_CRC.size, crc)
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: a fresh lock and file, every series back at zero."""

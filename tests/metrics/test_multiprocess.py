@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -205,12 +204,14 @@ def test_exemplar_half_written_is_not_shown(tmp_path: Path) -> None:
     h = p.histogram("work", help="Work.", unit="seconds", buckets=(1.0,))
     h.observe(0.5)
     assert _exemplars(p.exposition(openmetrics=True).decode())
-    # As a scrape would see a record while its writer is between the first and the last
-    # sequence number: the two disagree.
+    # As a scrape would see a record whose writer is midway: the body no longer matches its
+    # checksum (here one byte of the span id, as if that byte were still the old one).
     slot = h.default()
     off = slot._exemplar_offsets[0]
     mm = p._file.mm
-    struct.pack_into("<Q", mm, off, struct.unpack_from("<Q", mm, off)[0] + 1)
+    at = mm.find(b"cdcd", off)
+    assert off < at < off + 120
+    mm[at : at + 1] = b"x"
     text = p.exposition(openmetrics=True).decode()
     assert _exemplars(text) == {}
     assert _samples(text)[("work_seconds_bucket", (("le", "1.0"),))] == 1
@@ -343,3 +344,49 @@ def test_gunicorn_workers_exemplars_reach_prometheus(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_scrapes_during_exemplar_writes_never_show_a_torn_record(tmp_path: Path) -> None:
+    """A worker rewrites one bucket's exemplar as fast as it can while the parent scrapes.
+
+    Each exemplar's value is derived from its trace id, so a record mixing two writes (ids of one,
+    value of another) would show as a mismatch.
+    """
+    ids = ["0" * 32, "0" * 16]
+    p = multiprocess.Provider(tmp_path, exemplar_context=lambda: (ids[0], ids[1]))
+    h = p.histogram("work", help="Work.", unit="seconds", buckets=(1e9,))
+    h.observe(0.0)  # the series exists before the fork
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.set_blocking(stop_r, False)
+            n = 0
+            while True:
+                n += 1
+                ids[0] = f"{n:032x}"
+                ids[1] = f"{n:016x}"[::-1]
+                h.observe(float(n))
+                if n % 64 == 0:
+                    try:
+                        if os.read(stop_r, 1):
+                            break
+                    except BlockingIOError:
+                        pass
+        finally:
+            os._exit(0)
+    seen = set()
+    try:
+        for _ in range(300):
+            for ex in _exemplars(p.exposition(openmetrics=True).decode()).values():
+                n = int(ex.labels["trace_id"], 16)
+                assert ex.labels["span_id"] == f"{n:016x}"[::-1], ex
+                assert ex.value == float(n), ex
+                seen.add(n)
+    finally:
+        os.write(stop_w, b"1")
+        os.waitpid(pid, 0)
+        os.close(stop_r)
+        os.close(stop_w)
+    assert len(seen) > 10  # the scrapes did catch the writer at work, many times over
+    p.close()
