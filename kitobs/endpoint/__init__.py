@@ -99,6 +99,11 @@ def outcome(response: Any, exc: BaseException | None) -> tuple[str, BaseExceptio
     return SUCCESS, None
 
 
+#: Response types that are never a `Failer` (they have no ``failed`` method): a call answered
+#: with one succeeded, which the middlewares know without a lookup.
+_PLAIN: frozenset[type] = frozenset((int, float, str, bytes, bool, dict, list, tuple))
+
+
 def is_async(endpoint: Callable[..., Any]) -> bool:
     """is_async tells whether calling *endpoint* returns an awaitable, e.g. an ``async def``."""
     target: Any = endpoint

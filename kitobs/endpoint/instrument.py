@@ -43,16 +43,19 @@ import wrapt
 
 from kitobs import contract
 from kitobs.endpoint import (
+    _PLAIN,
     BUSINESS_ERROR,
     EXCEPTION,
     SUCCESS,
     Endpoint,
     Middleware,
+    _copy_name,
     is_async,
     name_of,
     outcome,
 )
-from kitobs.endpoint.logging import _PLAIN, _emitters, _error_text
+from kitobs.endpoint.logging import _emitters, _error_text
+from kitobs.endpoint.tracing import _OUTCOME, _mark
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
@@ -61,9 +64,6 @@ if TYPE_CHECKING:
 __all__ = ["instrumenting", "instrument"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_OUTCOME = "kitobs.outcome"  # the span attribute `kitobs.endpoint.tracing` sets too
-# What `kitobs.endpoint.around` copies, so names and callers stay right through other middleware.
-_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
 # Durations are whole nanoseconds in seconds: exact at the clock's resolution, and a float with
 # few digits, which the log line writes in about half the time of a difference of two floats.
 _clock = time.perf_counter_ns
@@ -101,11 +101,7 @@ class _Recorder:
         # A response that might be a `kitobs.endpoint.Failer`: failed() is called once.
         kind, err = outcome(response, None)
         with contextlib.suppress(Exception):
-            if err is None:
-                span.set_attribute(_OUTCOME, SUCCESS)
-            else:
-                span.set_attribute(_OUTCOME, BUSINESS_ERROR)
-                span.fail(err, escaped=False)
+            _mark(span, err)
         with contextlib.suppress(Exception):
             (self.success if err is None else self.business)(elapsed)
         if err is None:
@@ -187,21 +183,10 @@ def instrumenting(kit: Kit, *, name: str | None = None) -> Middleware:
         rec = _Recorder(kit, name or name_of(endpoint), endpoint)
         # A partial is a C call: the endpoint is reached through the one Python frame of `call`.
         wrapper = partial(_async_any(rec) if is_async(endpoint) else _sync_any(rec), endpoint)
-        _copy_face(wrapper, endpoint)
+        _copy_name(wrapper, endpoint)
         return wrapper
 
     return middleware
-
-
-def _copy_face(wrapper: Callable[..., Any], endpoint: Callable[..., Any]) -> None:
-    # As `kitobs.endpoint.around` does: the endpoint's name and definition site stay visible
-    # through any number of middlewares; an endpoint whose names cannot be copied keeps ours.
-    for attr in _ASSIGNED:
-        value = getattr(endpoint, attr, None)
-        if value is not None:
-            with contextlib.suppress(AttributeError, TypeError):
-                setattr(wrapper, attr, value)
-    wrapper.__wrapped__ = endpoint  # type: ignore[attr-defined]
 
 
 def _fused(kit: Kit, target: Callable[..., Any], name: str, coroutine: bool) -> _AnyCall:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kitobs.endpoint import (
+    _PLAIN,
     EXCEPTION,
     SUCCESS,
     Endpoint,
@@ -137,7 +138,3 @@ def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware
         return around(endpoint, start, finish)
 
     return middleware
-
-
-# Responses of these types have no ``failed`` method: the outcome is known without a lookup.
-_PLAIN: frozenset[type] = frozenset((int, float, str, bytes, bool, dict, list, tuple))

@@ -19,19 +19,21 @@ Example::
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
 from kitobs.endpoint import (
+    _PLAIN,
     BUSINESS_ERROR,
     EXCEPTION,
     SUCCESS,
     Endpoint,
     Middleware,
+    _copy_name,
     is_async,
     name_of,
+    outcome,
 )
 
 if TYPE_CHECKING:
@@ -41,19 +43,11 @@ __all__ = ["tracing_middleware"]
 
 _OUTCOME = "kitobs.outcome"
 _INTERNAL = SpanKind.INTERNAL
-# What `kitobs.endpoint.around` copies, so names and callers stay right through the chain.
-_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__")
 
 
-def _settle(span: Span, response: Any) -> None:
-    # A response that is a failed `Failer` is a business error: ERROR status, not an exception.
-    failed = getattr(response, "failed", None)
-    err: BaseException | None = None
-    if callable(failed):
-        try:
-            err = failed()
-        except Exception as failing:  # a broken failed() is a business error, not ours to raise
-            err = failing
+def _mark(span: Span, err: BaseException | None) -> None:
+    # A returned call: success, or (a failed `Failer`) a business error, which sets ERROR status
+    # and an event that says it did not escape. `kitobs.endpoint.instrument` marks spans here too.
     if err is None:
         span.set_attribute(_OUTCOME, SUCCESS)
     else:
@@ -86,11 +80,12 @@ def tracing_middleware(
                     except BaseException:
                         span.set_attribute(_OUTCOME, EXCEPTION)
                         raise  # the span's __exit__ records it: ERROR and an exception event
-                    _settle(span, response)
+                    _mark(span, outcome(response, None)[1])
                 return response
 
             async_wrapper._kitobs_async = True  # type: ignore[attr-defined]
-            return functools.update_wrapper(async_wrapper, endpoint, _ASSIGNED, ())
+            _copy_name(async_wrapper, endpoint)
+            return async_wrapper
 
         def wrapper(request: Any) -> Any:
             with start(span_name) if internal else start(span_name, kind=kind) as span:
@@ -102,13 +97,10 @@ def tracing_middleware(
                 if response is None or type(response) in _PLAIN:
                     span.set_attribute(_OUTCOME, SUCCESS)
                 else:
-                    _settle(span, response)
+                    _mark(span, outcome(response, None)[1])
             return response
 
-        return functools.update_wrapper(wrapper, endpoint, _ASSIGNED, ())
+        _copy_name(wrapper, endpoint)
+        return wrapper
 
     return middleware
-
-
-# Responses of these types have no ``failed`` method: no lookup needed to know the outcome.
-_PLAIN: frozenset[type] = frozenset((int, float, str, bytes, bool, dict, list, tuple))
