@@ -18,34 +18,19 @@ from kitobs.endpoint.instrument import instrument, instrumenting
 from kitobs.kit import Kit, reset_default, set_default
 from kitobs.log import capture
 from kitobs.metrics import memory
-from kitobs.tracing import Span, current_ids
+from kitobs.tracing import current_ids
 from kitobs.tracing._tracer import Tracer
+from kitobs.tracing.memory import Recorder as SpanRecorder
 from kitobs.transport import wsgi
 
 DURATION = "kitobs_endpoint_duration_seconds"
-
-
-class Capture:
-    """Capture is a span processor keeping every ended sampled span."""
-
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-
-    def on_end(self, span: Span) -> None:
-        self.spans.append(span)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        pass
 
 
 class Parts:
     def __init__(self) -> None:
         self.provider = memory.Provider()
         self.logger, self.records = capture.new(trace_context=current_ids)
-        self.capture = Capture()
+        self.capture = SpanRecorder()
         self.kit = Kit(
             load(path=None, env={}, search=False),
             logger=self.logger,

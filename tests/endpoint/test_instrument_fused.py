@@ -24,8 +24,9 @@ from kitobs.endpoint.tracing import tracing_middleware
 from kitobs.kit import Kit, reset_default, set_default
 from kitobs.log import capture
 from kitobs.metrics import memory, prometheus
-from kitobs.tracing import Span, current_ids, current_sampled_ids
+from kitobs.tracing import current_ids, current_sampled_ids
 from kitobs.tracing._tracer import Tracer
+from kitobs.tracing.memory import Recorder as SpanRecorder
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION = "kitobs_endpoint_duration_seconds"
@@ -33,27 +34,11 @@ OUTCOMES = ("success", "business_error", "exception")
 INSTRUMENT = str(ROOT / "kitobs" / "endpoint" / "instrument.py")
 
 
-class Recorder:
-    """Recorder is a span processor keeping every ended sampled span."""
-
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-
-    def on_end(self, span: Span) -> None:
-        self.spans.append(span)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        pass
-
-
 class Parts:
     def __init__(self, *, caller: bool = False, metrics: Any = None) -> None:
         self.provider = metrics if metrics is not None else memory.Provider()
         self.logger, self.records = capture.new(trace_context=current_ids, caller=caller)
-        self.spans = Recorder()
+        self.spans = SpanRecorder()
         self.kit = Kit(
             load(path=None, env={}, search=False),
             logger=self.logger,
@@ -252,7 +237,7 @@ class Exploding:
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_recording_failures_never_reach_the_caller(case: dict[str, Any]) -> None:
-    spans = Recorder()
+    spans = SpanRecorder()
     broken = Exploding()
     kit = Kit(
         load(path=None, env={}, search=False),
