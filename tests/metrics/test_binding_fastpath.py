@@ -8,7 +8,6 @@ every backend, read back through each backend's own output.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -16,17 +15,7 @@ from kitobs.errors import ConfigError
 from kitobs.metrics import memory, prometheus
 from kitobs.metrics._declare import OVERFLOW, CounterFamily, Partial
 from kitobs.metrics._store import CounterValue, LockedCounterValue, children
-from tests.metrics.harnesses import HARNESSES, Harness
-
-
-@pytest.fixture(params=sorted(HARNESSES))
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    make: Callable[[], Harness] = HARNESSES[request.param]
-    h = make()
-    try:
-        yield h
-    finally:
-        h.close()
+from tests.metrics.harnesses import Harness
 
 
 def test_every_binding_form_reaches_one_series_on_every_backend(harness: Harness) -> None:

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
 from kitobs.metrics import teststat
-from tests.metrics.harnesses import HARNESSES, Harness
-
-
-@pytest.fixture(params=sorted(HARNESSES))
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    make: Callable[[], Harness] = HARNESSES[request.param]
-    h = make()
-    try:
-        yield h
-    finally:
-        h.close()
+from tests.metrics.harnesses import Harness
 
 
 def test_counter(harness: Harness) -> None:
