@@ -36,6 +36,25 @@ def make_kit() -> Kit:
 
 
 KIT = make_kit()
+
+
+def configure_django(urlconf: str) -> None:
+    """configure_django sets up Django with kitobs' middleware, *urlconf* as its URLconf module."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,
+        ALLOWED_HOSTS=["127.0.0.1"],
+        ROOT_URLCONF=urlconf,
+        MIDDLEWARE=["kitobs.transport.django.Middleware"],
+        KITOBS={"kit": "tests.transport.srv_common.KIT"},
+        INSTALLED_APPS=[],
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+
+
 DOWNSTREAM = os.environ.get("KITOBS_TESTAPP_DOWNSTREAM", "")
 
 

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import django
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-settings.configure(
-    DEBUG=False,
-    ALLOWED_HOSTS=["127.0.0.1"],
-    ROOT_URLCONF=__name__,
-    MIDDLEWARE=["kitobs.transport.django.Middleware"],
-    KITOBS={"kit": "tests.transport.srv_common.KIT"},
-    INSTALLED_APPS=[],
-    LOGGING_CONFIG=None,
-)
-django.setup()
+from tests.transport import srv_common
+
+srv_common.configure_django(__name__)
 
 
 def article(request: HttpRequest, pk: int) -> JsonResponse:
@@ -33,7 +24,5 @@ urlpatterns = [
 ]
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
-
-from tests.transport import srv_common  # noqa: E402
 
 app = srv_common.with_metrics_wsgi(get_wsgi_application())

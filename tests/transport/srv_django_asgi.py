@@ -11,21 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import django
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-settings.configure(
-    DEBUG=False,
-    ALLOWED_HOSTS=["127.0.0.1"],
-    ROOT_URLCONF=__name__,
-    MIDDLEWARE=["kitobs.transport.django.Middleware"],
-    KITOBS={"kit": "tests.transport.srv_common.KIT"},
-    INSTALLED_APPS=[],
-    LOGGING_CONFIG=None,
-)
-django.setup()
+from tests.transport import srv_common
+
+srv_common.configure_django(__name__)
 
 from kitobs.tracing import current_ids  # noqa: E402
 from kitobs.transport.http import ServerInstruments  # noqa: E402
@@ -75,7 +66,5 @@ urlpatterns = [
 ]
 
 from django.core.asgi import get_asgi_application  # noqa: E402
-
-from tests.transport import srv_common  # noqa: E402
 
 app = srv_common.with_metrics_asgi(get_asgi_application())
