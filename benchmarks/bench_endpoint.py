@@ -52,6 +52,7 @@ from typing import Any
 
 import prometheus_client
 import structlog
+from _common import NoFlush
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -95,17 +96,6 @@ class _CountingOtelExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        pass
-
-
-class _NoFlush:
-    """A file whose flush does nothing: structlog flushes per line, buffering undoes it."""
-
-    def __init__(self, f: Any) -> None:
-        self._f = f
-        self.write = f.write
-
-    def flush(self) -> None:
         pass
 
 
@@ -182,7 +172,7 @@ def build_kitobs(tmp: str, buffered: bool) -> Stack:
 
 def _peer_logger(path: str, buffered: bool) -> tuple[Any, Callable[[], None]]:
     f: Any = open(path, "a", buffering=65536 if buffered else -1)  # noqa: SIM115
-    out: Any = _NoFlush(f) if buffered else f
+    out: Any = NoFlush(f) if buffered else f
 
     def add_span_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         # The usual structlog + OpenTelemetry recipe: the current span's ids in every line.

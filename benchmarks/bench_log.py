@@ -27,24 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+from _common import NoFlush
 
 from kitobs import log as kitlog
 
 ARGS = ("msg", "hello", "user", 7, "path", "/users/7", "ratio", 0.25, "ok", True)
-
-
-class _NoFlush:
-    """A file whose flush does nothing: structlog and logging flush per line, buffering undoes it."""
-
-    def __init__(self, f: Any) -> None:
-        self._f = f
-        self.write = f.write
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self._f.close()
 
 
 #: What each logger setup returns: an info call, a filtered-out debug call, and a closer.
@@ -70,7 +57,7 @@ def _structlog(path: str, buffered: bool) -> Setup:
     # structlog's fastest documented setup without orjson: filtering bound logger, lean
     # processors, JSON renderer, a concrete bound logger built once (no proxy, no global config).
     f: Any = open(path, "a", buffering=65536 if buffered else -1)  # noqa: SIM115
-    out = _NoFlush(f) if buffered else f
+    out = NoFlush(f) if buffered else f
     wrapper = structlog.make_filtering_bound_logger(logging.INFO)
     logger = wrapper(
         structlog.WriteLogger(out),
@@ -96,7 +83,7 @@ def _structlog(path: str, buffered: bool) -> Setup:
 
 def _stdlib(path: str, buffered: bool) -> Setup:
     f: Any = open(path, "a", buffering=65536 if buffered else -1)  # noqa: SIM115
-    handler = logging.StreamHandler(_NoFlush(f) if buffered else f)
+    handler = logging.StreamHandler(NoFlush(f) if buffered else f)
     handler.setFormatter(logging.Formatter("ts=%(asctime)s level=%(levelname)s %(message)s"))
     logger = logging.getLogger(f"bench_log.{os.path.basename(path)}")
     logger.propagate = False
