@@ -1,4 +1,4 @@
-"""The tracing, metrics and statsd benchmarks run in a short mode and print every row.
+"""Every benchmark runs in a short mode and prints every row.
 
 No timing is asserted (machines are noisy); these keep the benchmarks working and honest: each
 case is run and reported, and each goal line is printed.
@@ -12,15 +12,29 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+LOG_ROWS = [
+    "empty function",
+    "empty function, same args",
+    *(
+        f"{lib}, {mode}"
+        for mode in ("flushed",)
+        for lib in ("kitobs logfmt", "kitobs json", "structlog", "stdlib logging")
+    ),
+    *(
+        row
+        for lib in ("kitobs logfmt", "kitobs json", "structlog", "stdlib logging")
+        for row in (f"{lib}, buffered", f"{lib}, filtered debug")
+    ),
+]
 
 
-def _run(name: str, *args: str) -> str:
+def _run(name: str, *args: str, timeout: float = 120) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / name), *args],
         capture_output=True,
         text=True,
         check=True,
-        timeout=120,
+        timeout=timeout,
         cwd=ROOT,
     )
     return result.stdout
@@ -80,3 +94,29 @@ def test_bench_statsd_prints_every_case() -> None:
     for name in names:
         assert re.search(rf"^  {re.escape(name)} +\d+ ns", out, re.M), out
     assert "kitobs dropped lines: none" in out
+
+
+def test_bench_log_quick_prints_every_row() -> None:
+    out = _run("bench_log.py", "--quick")
+    table, goals = out.split("\n\n")
+    rows = table.splitlines()[1:]
+    assert [row[: row.index("  ")].strip() for row in rows] == LOG_ROWS, out
+    for row in rows:
+        cpu, wall = row[len(max(LOG_ROWS, key=len)) :].split()[:2]
+        assert float(cpu) > 0, row
+        assert float(wall) > 0, row
+    assert sum("x structlog" in row for row in rows) == 6
+    assert sum("x empty function, same args" in row for row in rows) == 4
+    assert len([g for g in goals.splitlines() if g.startswith("goal: ")]) == 6
+
+
+def test_bench_endpoint_quick_is_fair_and_prints_every_row() -> None:
+    out = _run("bench_endpoint.py", "--quick", timeout=300)
+    for row in ("bare", "kitobs", "kitobs chain", "peer typical", "peer tuned"):
+        assert f"\n{row} " in out, out
+    for side in ("kitobs", "peer"):
+        assert out.count(f"{side} added cost by layer") == 2, out  # CPU and wall tables
+        [line] = [x for x in out.splitlines() if x.startswith(f"{side} spans exported:")]
+        exported, made = (int(w) for w in line.split() if w.isdigit())
+        assert exported == made > 0, line  # no span was dropped on either side
+    assert out.count("ratio: kitobs added cost is 1/") == 4, out
