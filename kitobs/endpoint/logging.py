@@ -120,7 +120,7 @@ def logging_middleware(logger: Logger, *, name: str | None = None) -> Middleware
         def start(request: Any) -> int:
             return clock()
 
-        def finish(begin: float, response: Any, exc: BaseException | None) -> None:
+        def finish(begin: int, response: Any, exc: BaseException | None) -> None:
             duration = (clock() - begin) / 1e9
             try:
                 if exc is None and (response is None or type(response) in _PLAIN):
