@@ -2,15 +2,41 @@
 
 Each fixture reads one ``KITOBSTEST_*`` variable through `tests.support.servers.require_env`, so a
 test that asks for it fails in CI when the server is missing and skips, with a reason, elsewhere.
+
+The session is confined to the repository (`tests.support.confinement`): a test that opens a file
+beside the clone, which a user's clone does not have, fails the run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support import servers, zipkin
+from tests.support.confinement import Confinement
+
+_CONFINEMENT = Confinement.for_repository(Path(__file__).resolve().parents[1])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _CONFINEMENT.install()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _CONFINEMENT.violations:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CONFINEMENT.violations:
+        terminalreporter.section("files opened beside the repository", red=True)
+        terminalreporter.line(
+            f"A clone has nothing beside it: vendor these under {_CONFINEMENT.repository}/tests/"
+        )
+        for path in _CONFINEMENT.violations:
+            terminalreporter.line(f"    {path}")
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """grafana_schema: validate dashboard JSON offline against Grafana's own JSON Schemas.
 
-The schemas are the grafana-foundation-sdk's draft-07 files in
-``<repo>/../shared/specs/grafana-foundation-sdk-jsonschema/``. The dashboard schema leaves panel
-``options``, ``fieldConfig.defaults.custom`` and ``targets`` free, so each is checked against its
-panel type's or data source's schema as well. Example::
+The schemas are the grafana-foundation-sdk's draft-07 files, vendored with their licence in
+``tests/specs/grafana-foundation-sdk-jsonschema/``. The dashboard schema leaves panel ``options``,
+``fieldConfig.defaults.custom`` and ``targets`` free, so each is checked against its panel type's
+or data source's schema as well. Example::
 
     schemas = GrafanaSchemas(SCHEMA_DIR)
     assert schemas.errors(dashboard) == []
@@ -21,8 +21,8 @@ from jsonschema import Draft7Validator, FormatChecker
 __all__ = ["SCHEMA_DIR", "GrafanaSchemas", "walk_panels"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-#: Where the schemas live: beside the repository, as in development (/work/shared/specs/...).
-SCHEMA_DIR = REPO_ROOT.parent / "shared" / "specs" / "grafana-foundation-sdk-jsonschema"
+#: Where the schemas live: vendored in the repository, with their licence and source.
+SCHEMA_DIR = REPO_ROOT / "tests" / "specs" / "grafana-foundation-sdk-jsonschema"
 
 
 def walk_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -488,7 +488,7 @@ def test_dashboard_provider_example(tmp_path: Path) -> None:
 
 def test_export_works_from_the_wheel_alone(tmp_path: Path) -> None:
     """Build the wheel, unpack it, and export with only the stdlib and the wheel on the path."""
-    pytest.importorskip("hatchling", reason="hatchling (the build backend) is not installed")
+    servers.require_module("hatchling.build", "hatchling (the build backend) is not installed")
     built = subprocess.run(
         [
             sys.executable,

@@ -11,6 +11,7 @@ Waiting helpers poll with a deadline: they never assert on elapsed time, they on
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ import pytest
 __all__ = [
     # Environment
     "require_env",
+    "require_module",
     "servers_required",
     "free_port",
     # Prometheus
@@ -70,6 +72,20 @@ def require_env(name: str) -> str:
     if servers_required():
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
+
+
+def require_module(name: str, why: str) -> Any:
+    """require_module imports module *name*, e.g. ``require_module("hatchling.build", "...")``.
+
+    scripts/test installs every tool a test needs, so there a missing one fails the test (see
+    `servers_required`); elsewhere the test is skipped with *why*.
+    """
+    if servers_required():
+        try:
+            return importlib.import_module(name)
+        except ImportError as err:
+            pytest.fail(f"{why}: {err}", pytrace=False)
+    return pytest.importorskip(name, reason=why)
 
 
 def free_port() -> int:

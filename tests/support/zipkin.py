@@ -4,7 +4,7 @@ No Zipkin server can run here, so tests POST to `Receiver`: a stdlib ``Threading
 127.0.0.1, port 0, that records every ``POST /api/v2/spans`` and answers 202 (400 for a body that
 is not a JSON array, 404 for other paths). With ``hang=True`` it accepts requests and never
 answers, like a stuck collector. `validate` checks a body against ``ListOfSpans`` of the Zipkin v2
-API spec (``../shared/specs/zipkin2-api.yaml``, Swagger 2.0, so JSON Schema Draft 4) and adds the
+API spec (``tests/specs/zipkin/zipkin2-api.yaml``, Swagger 2.0, so JSON Schema Draft 4) and adds the
 anchored hex checks the spec's unanchored patterns miss.
 """
 
@@ -25,8 +25,8 @@ import yaml
 
 __all__ = ["SPEC", "Receiver", "receiver", "validate", "validator"]
 
-#: The Zipkin v2 API spec, beside the repository (``../shared/specs`` in CI).
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "zipkin2-api.yaml"
+#: The Zipkin v2 API spec, vendored with its licence (``tests/specs/zipkin``).
+SPEC = Path(__file__).resolve().parents[1] / "specs" / "zipkin" / "zipkin2-api.yaml"
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{16}")
 _ID = re.compile(r"[0-9a-f]{16}")

@@ -12,10 +12,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from kitobs.tracing import Tracer
 from kitobs.tracing._batch import BatchProcessor
+from tests.support import servers
 
-otlp = pytest.importorskip("kitobs.tracing.otlp", reason="needs the kitobs[otlp] extra")
-trace_service_pb2 = pytest.importorskip(
-    "opentelemetry.proto.collector.trace.v1.trace_service_pb2", reason="needs opentelemetry-proto"
+otlp = servers.require_module("kitobs.tracing.otlp", "needs the kitobs[otlp] extra")
+trace_service_pb2 = servers.require_module(
+    "opentelemetry.proto.collector.trace.v1.trace_service_pb2", "needs opentelemetry-proto"
 )
 
 
