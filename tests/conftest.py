@@ -9,6 +9,8 @@ beside the clone, which a user's clone does not have, fails the run.
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +20,19 @@ from tests.support import servers, zipkin
 from tests.support.confinement import Confinement
 
 _CONFINEMENT = Confinement.for_repository(Path(__file__).resolve().parents[1])
+#: Why the confinement is off in this session, or "" when it is on.
+_CONFINEMENT_OFF = ""
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    global _CONFINEMENT_OFF
+    # CPython 3.11 and older: a thread that starts while another is inside sys.settrace dies
+    # ("Cannot install a trace function while another trace function is being installed")
+    # when any audit hook runs, so a tracer that follows threads (coverage) and the hook
+    # cannot share a session. scripts/test runs the whole suite on 3.12 too, confined.
+    if sys.version_info < (3, 12) and threading.gettrace() is not None:
+        _CONFINEMENT_OFF = "Python 3.11 with a thread tracer (coverage) running"
+        return
     _CONFINEMENT.install()
 
 
@@ -30,6 +42,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _CONFINEMENT_OFF:
+        terminalreporter.write_line(
+            f"confinement to the checkout is off in this session: {_CONFINEMENT_OFF}"
+        )
     if _CONFINEMENT.violations:
         terminalreporter.section("files opened beside the repository", red=True)
         terminalreporter.line(
