@@ -6,12 +6,12 @@
 - `StreamWriter`: for Python stream objects without a file descriptor (``io.StringIO``, a test
   runner's captured stderr): one ``write`` and ``flush`` per line under a lock.
 - `BufferedWriter`: gathers lines and writes them in 64 KiB blocks, at `flush`, `close` and at
-  interpreter exit or SIGTERM (see `kitobs._exit`). Lines still in the buffer are lost if the
+  interpreter exit or SIGTERM (see docs/shutdown.md). Lines still in the buffer are lost if the
   process is killed otherwise (SIGKILL).
 - `NonBlockingWriter`: hands lines to a background thread through a bounded queue; a full queue
   drops the line and counts it, so a slow or dead destination never blocks the caller. Lines
   still queued are lost if the process is killed; at exit or SIGTERM it drains for up to
-  ``timeout`` seconds, and never longer than the exit budget (`kitobs._exit`).
+  ``timeout`` seconds, and never longer than ``kit.exit_timeout``.
 
 Every writer reports its own failures (a closed writer, a full disk, a broken pipe) to an
 ``on_error`` handler, counts the lost lines in ``dropped`` and never raises from `write`.

@@ -3,8 +3,8 @@
 Metrics are kept like `kitobs.metrics.prometheus` keeps them and pushed (HTTP PUT, replacing the
 group) to ``/metrics/job/<job>/instance/<instance>``: on demand with `Provider.push`, on
 `Provider.close`, and at interpreter exit or SIGTERM when ``push_on_exit`` is on (within the exit
-budget, see `kitobs._exit`; a push cut short there is reported on stderr). A failed push never
-raises: it returns False, is counted in
+budget ``kit.exit_timeout``, see docs/shutdown.md; a push cut short there is reported on stderr).
+A failed push never raises: it returns False, is counted in
 ``kitobs_telemetry_dropped_total{signal="metrics",reason="push_failed"}`` and logged.
 
 Example::

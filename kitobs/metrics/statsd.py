@@ -16,7 +16,7 @@ A label whose value is empty (never bound, e.g. ``error_type`` on success) is ab
 no name segment in etsy. Characters a flavour cannot carry in a label value become ``_``.
 
 What is sent, per flush (every ``flush_interval`` seconds, on `Provider.flush`, on
-`Provider.close`, and at interpreter exit or SIGTERM within the exit budget, see `kitobs._exit`):
+`Provider.close`, and at interpreter exit or SIGTERM within ``kit.exit_timeout``, docs/shutdown.md):
 
 - counters are summed client-side and sent as one ``|c`` line per series when they changed (and
   once at zero when the series is created, so it exists from the start). With ``sample_rate``

@@ -13,8 +13,8 @@ read AFTER the app ran, from the scope the router updated: ``route_getter(scope)
 ``scope["kitobs.route"]``; no route gives ``unmatched``. A client that disconnects before the
 response starts is recorded with status ``499``; an app that raises (including a cancelled task)
 is recorded with its exception's ``error_type``, and status 500 if nothing was sent. WebSocket and
-lifespan scopes pass through; when the app completes a lifespan shutdown, the exit flush
-(`kitobs._exit.run`: spans, statsd lines, the last push, log buffers, within the exit budget) runs
+lifespan scopes pass through; when the app completes a lifespan shutdown, the exit flush (spans,
+statsd lines, the last push, log buffers, within ``kit.exit_timeout``; docs/shutdown.md) runs
 first. uvicorn needs this: after its graceful shutdown it re-raises SIGTERM with the default
 disposition, so the process dies without running atexit hooks.
 
