@@ -43,6 +43,7 @@ from kitobs.errors import ConfigError
 __all__ = [
     "Settings",
     "ServiceSettings",
+    "KitSettings",
     "LogSettings",
     "MetricsSettings",
     "PrometheusSettings",
@@ -137,6 +138,19 @@ class ServiceSettings:
     labels: dict[str, str] = _key(
         {},
         "Common labels added to every metric series, e.g. env=prod,version=1.2.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KitSettings:
+    """KitSettings cover the Kit as a whole, e.g. ``[kit] exit_timeout = 1.5``."""
+
+    exit_timeout: float = _key(
+        3.0,
+        "Seconds the flush at exit or SIGTERM may take in all: spans, statsd lines, the last "
+        "push and log buffers together; what is still unsent then is dropped and reported.",
+        duration=True,
+        minimum=0.0,
     )
 
 
@@ -384,6 +398,7 @@ class Settings:
     """Settings is the whole configuration, e.g. ``load().log.level``."""
 
     service: ServiceSettings = _section(ServiceSettings)
+    kit: KitSettings = _section(KitSettings)
     log: LogSettings = _section(LogSettings)
     metrics: MetricsSettings = _section(MetricsSettings)
     tracing: TracingSettings = _section(TracingSettings)

@@ -26,6 +26,7 @@ from os import PathLike
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from kitobs import _exit
 from kitobs import config as _config
 
 if TYPE_CHECKING:
@@ -39,7 +40,10 @@ class Kit:
     """Kit carries the settings, logger, metrics provider and tracer, e.g. ``kit.logger``.
 
     Build it with `Kit.from_config` (or `Kit.from_settings`), pass it explicitly, and `close` it
-    on shutdown (it is also a context manager).
+    on shutdown (it is also a context manager). What is not closed is flushed at interpreter exit
+    and on SIGTERM, within ``[kit] exit_timeout`` seconds in all (see docs/shutdown.md): building
+    a Kit sets that budget and, in the main thread of a process where SIGTERM has its default
+    disposition, installs a handler that flushes, then lets SIGTERM end the process as before.
     """
 
     __slots__ = ("_closed", "logger", "metrics", "settings", "tracer")
@@ -57,6 +61,8 @@ class Kit:
         self.metrics = metrics
         self.tracer = tracer
         self._closed = False
+        _exit.set_budget(settings.kit.exit_timeout)
+        _exit.handle_sigterm()
 
     @classmethod
     def from_settings(cls, settings: _config.Settings) -> Kit:

@@ -6,10 +6,12 @@
 - `StreamWriter`: for Python stream objects without a file descriptor (``io.StringIO``, a test
   runner's captured stderr): one ``write`` and ``flush`` per line under a lock.
 - `BufferedWriter`: gathers lines and writes them in 64 KiB blocks, at `flush`, `close` and at
-  interpreter exit. Lines still in the buffer are lost if the process is killed.
+  interpreter exit or SIGTERM (see docs/shutdown.md). Lines still in the buffer are lost if the
+  process is killed otherwise (SIGKILL).
 - `NonBlockingWriter`: hands lines to a background thread through a bounded queue; a full queue
   drops the line and counts it, so a slow or dead destination never blocks the caller. Lines
-  still queued are lost if the process is killed; at exit it drains for up to ``timeout`` seconds.
+  still queued are lost if the process is killed; at exit or SIGTERM it drains for up to
+  ``timeout`` seconds, and never longer than ``kit.exit_timeout``.
 
 Every writer reports its own failures (a closed writer, a full disk, a broken pipe) to an
 ``on_error`` handler, counts the lost lines in ``dropped`` and never raises from `write`.
@@ -30,17 +32,17 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import io
 import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
 
-from kitobs import _fork
+from kitobs import _exit, _fork
 from kitobs.errors import ConfigError
 from kitobs.log._core import ErrorHandler, Writer
 
@@ -219,7 +221,7 @@ class BufferedWriter:
         self._inner = inner
         self._file = io.BufferedWriter(_Raw(inner), buffer_size=size)
         self.write = cast(Callable[[bytes], None], self._file.write)
-        atexit.register(self.flush)
+        _exit.logs_at_exit(self)
         _fork.before_fork(self)
 
     @property
@@ -235,9 +237,13 @@ class BufferedWriter:
 
     def close(self) -> None:
         """close flushes, then closes *inner*."""
-        atexit.unregister(self.flush)
         self._file.close()
         self._inner.close()
+
+    def _flush_at_exit(self, deadline: float) -> str:
+        # A write blocked past the deadline (a full pipe) is reported by the exit flush itself.
+        self.flush()
+        return ""
 
     def _before_fork(self) -> None:
         # Written out by the parent now, the buffer reaches the child empty: no line twice.
@@ -299,7 +305,7 @@ class NonBlockingWriter:
         self._closed = False
         self.dropped = 0
         self._thread = self._start()
-        atexit.register(self.close)
+        _exit.logs_at_exit(self)
         _fork.in_child(self)
 
     def _start(self) -> threading.Thread:
@@ -373,15 +379,24 @@ class NonBlockingWriter:
 
     def close(self) -> None:
         """close drains the queue (up to ``timeout`` seconds), stops the thread, closes *inner*."""
+        self._close(self._timeout)
+
+    def _close(self, timeout: float) -> int:
+        # Returns about how many lines were still queued when *timeout* ran out.
         with self._lock:
             if self._closed:
-                return
+                return 0
             self._closed = True
-        atexit.unregister(self.close)
         self._put(_STOP)
-        self._thread.join(self._timeout)
-        if not self._thread.is_alive():
-            self._inner.close()
+        self._thread.join(max(0.0, timeout))
+        if self._thread.is_alive():
+            return max(0, self._qsize() - 1)  # less the stop marker
+        self._inner.close()
+        return 0
+
+    def _flush_at_exit(self, deadline: float) -> str:
+        left = self._close(min(self._timeout, deadline - time.monotonic()))
+        return f"{left} log line{'s' if left != 1 else ''}" if left else ""
 
 
 def _stdio(name: str, on_error: ErrorHandler) -> Writer:

@@ -2,8 +2,9 @@
 
 Metrics are kept like `kitobs.metrics.prometheus` keeps them and pushed (HTTP PUT, replacing the
 group) to ``/metrics/job/<job>/instance/<instance>``: on demand with `Provider.push`, on
-`Provider.close`, and at interpreter exit when ``push_on_exit`` is on. A failed push never
-raises: it returns False, is counted in
+`Provider.close`, and at interpreter exit or SIGTERM when ``push_on_exit`` is on (within the exit
+budget ``kit.exit_timeout``, see docs/shutdown.md; a push cut short there is reported on stderr).
+A failed push never raises: it returns False, is counted in
 ``kitobs_telemetry_dropped_total{signal="metrics",reason="push_failed"}`` and logged.
 
 Example::
@@ -16,18 +17,18 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from kitobs import _exit
 from kitobs.errors import ConfigError
 from kitobs.metrics import prometheus
 from kitobs.metrics._declare import Logger, NopLogger
@@ -62,12 +63,6 @@ def grouping_path(job: str, grouping: Mapping[str, str]) -> str:
         else:
             parts.append(f"{key}/{urllib.parse.quote(value, safe='')}")
     return "/".join(parts)
-
-
-def _push_at_exit(ref: weakref.ref[Provider]) -> None:
-    provider = ref()
-    if provider is not None:
-        provider.close()
 
 
 class Provider:
@@ -119,12 +114,9 @@ class Provider:
         self._failed = self._prom.dropped("metrics", "push_failed")
         self._lock = threading.Lock()
         self._closed = False
-        self._atexit = None
-        if push_on_exit:
-            ref = weakref.ref(self)
-            self._atexit = lambda: _push_at_exit(ref)
-            atexit.register(self._atexit)
         self._push_on_exit = push_on_exit
+        if push_on_exit:
+            _exit.at_exit(self)
 
     def counter(
         self, name: str, *, help: str, unit: str = "", labels: Sequence[str] = ()
@@ -170,6 +162,9 @@ class Provider:
 
     def push(self) -> bool:
         """push sends every metric now, replacing the group; False (and counted) on failure."""
+        return self._push(self._timeout)
+
+    def _push(self, timeout: float) -> bool:
         body = self.payload()
         request = urllib.request.Request(
             self.url,
@@ -178,7 +173,7 @@ class Provider:
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
         try:
-            with self._lock, urllib.request.urlopen(request, timeout=self._timeout) as resp:
+            with self._lock, urllib.request.urlopen(request, timeout=timeout) as resp:
                 resp.read()
             return True
         except (OSError, urllib.error.URLError, ValueError) as err:
@@ -203,9 +198,21 @@ class Provider:
         if self._closed:
             return
         self._closed = True
-        if self._atexit is not None:
-            atexit.unregister(self._atexit)
-            self._atexit = None
         if self._push_on_exit:
             self.push()
         self._prom.close()
+
+    def _flush_at_exit(self, deadline: float) -> str:
+        if self._closed or not self._push_on_exit:
+            return ""
+        self._closed = True
+        timeout = min(self._timeout, deadline - time.monotonic())
+        done: list[bool] = []
+        if timeout > 0:
+            # On its own thread: a server that trickles bytes cannot stretch the socket timeout.
+            thread = threading.Thread(
+                target=lambda: done.append(self._push(timeout)), name="kitobs-push", daemon=True
+            )
+            thread.start()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return "" if done == [True] else f"the last push to {self.url}"

@@ -16,7 +16,7 @@ A label whose value is empty (never bound, e.g. ``error_type`` on success) is ab
 no name segment in etsy. Characters a flavour cannot carry in a label value become ``_``.
 
 What is sent, per flush (every ``flush_interval`` seconds, on `Provider.flush`, on
-`Provider.close` and at interpreter exit):
+`Provider.close`, and at interpreter exit or SIGTERM within ``kit.exit_timeout``, docs/shutdown.md):
 
 - counters are summed client-side and sent as one ``|c`` line per series when they changed (and
   once at zero when the series is created, so it exists from the start). With ``sample_rate``
@@ -56,10 +56,8 @@ Example::
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
-import functools
 import math
 import random
 import re
@@ -70,7 +68,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
-from kitobs import _fork
+from kitobs import _exit, _fork
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
@@ -532,7 +530,7 @@ class Provider:
     __slots__ = (
         "__weakref__",
         "_address",
-        "_atexit",
+        "_at_exit",
         "_close_timeout",
         "_closed",
         "_core",
@@ -640,7 +638,7 @@ class Provider:
         self._closed = False
         self._sender: Sender | None = None
         self._thread: threading.Thread | None = None
-        self._atexit: Callable[[], None] | None = None
+        self._at_exit = False
         # Self-metrics, present from the start (at zero).
         dropped = self.declare(TELEMETRY_DROPPED)
         self._dropped = {r: dropped.labels("metrics", r) for r in DROP_REASONS}
@@ -943,10 +941,9 @@ class Provider:
             target=_run, args=(weakref.ref(self), self._wake), name="kitobs-statsd", daemon=True
         )
         self._thread.start()
-        ref = weakref.ref(self)
-        if self._atexit is None:
-            self._atexit = functools.partial(_close_at_exit, ref)
-            atexit.register(self._atexit)
+        if not self._at_exit:
+            self._at_exit = True
+            _exit.at_exit(self)
             _fork.in_child(self)
 
     def close(self) -> None:
@@ -954,28 +951,36 @@ class Provider:
 
         It is idempotent; lines still unsent afterwards are counted as dropped (``closed``).
         """
+        self._close(time.monotonic() + self._close_timeout)
+
+    def _close(self, deadline: float) -> int:
+        # Returns the lines dropped because they were still unsent at *deadline*.
         if self._closed:
-            return
+            return 0
         self._closed = True
-        if self._atexit is not None:
-            atexit.unregister(self._atexit)
         thread = self._thread
         if thread is not None:
             self._wake.set()
-            thread.join(self._close_timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         sender = self._sender
         if sender is None:
-            return
+            return 0
         self._flush(resolve=False)
-        deadline = time.monotonic() + self._close_timeout
         with self._flush_lock:
             while sender.pending_lines and (left := deadline - time.monotonic()) > 0:
                 if not sender.wait_writable(min(left, 0.05)):
                     break  # no connection to wait for: what is left is dropped
                 sender.drain()
             sender.close()
-            for reason, n in sender.take_dropped().items():
+            dropped = sender.take_dropped()
+            for reason, n in dropped.items():
                 self._tallies[reason].add(n)
+        return dropped.get("closed", 0)
+
+    def _flush_at_exit(self, deadline: float) -> str:
+        # The exit budget and close_timeout both bound the wait, whichever ends first.
+        unsent = self._close(min(deadline, time.monotonic() + self._close_timeout))
+        return f"{unsent} statsd line{'s' if unsent != 1 else ''}" if unsent else ""
 
     # Called from the flusher thread and fork hooks through weak references.
 
@@ -1040,12 +1045,6 @@ def _run(ref: weakref.ref[Provider], wake: threading.Event) -> None:
         if provider is None or provider._wake is not wake or not provider._loop_once():
             return
         del provider
-
-
-def _close_at_exit(ref: weakref.ref[Provider]) -> None:
-    provider = ref()
-    if provider is not None:
-        provider.close()
 
 
 def _new_random() -> Callable[[], float]:

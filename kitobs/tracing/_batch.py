@@ -10,7 +10,9 @@ Fork safety: ``os.register_at_fork`` gives a forked child (a gunicorn worker) an
 its own sender thread, so it exports its own spans and never the parent's.
 
 Shutdown sends everything still queued, but waits no longer than ``shutdown_timeout``; what is
-left then is counted as dropped with reason ``shutdown``, as are spans ended afterwards.
+left then is counted as dropped with reason ``shutdown``, as are spans ended afterwards. At
+interpreter exit (and on SIGTERM, see `kitobs._exit`) the processor shuts down the same way
+within the exit budget too, and reports the spans it could not send.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from itertools import repeat, starmap
 from typing import TYPE_CHECKING
 
-from kitobs import _fork
+from kitobs import _exit, _fork
 from kitobs.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -93,6 +95,7 @@ class BatchProcessor:
         "_exporter",
         "_failing",
         "_idle",
+        "_inflight",
         "_interval",
         "_limit",
         "_lock",
@@ -142,6 +145,7 @@ class BatchProcessor:
         self._failing = False
         self._start()
         _fork.in_child(self)
+        _exit.at_exit(self)
 
     def _start(self) -> None:
         self._queue: deque[Span] = deque()
@@ -149,6 +153,7 @@ class BatchProcessor:
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
         self._busy = False
+        self._inflight = 0  # spans in the export under way
         self._pending_drops: dict[str, int] = {}
         self._thread = threading.Thread(target=self._run, name="kitobs-span-sender", daemon=True)
         self._thread.start()
@@ -203,6 +208,7 @@ class BatchProcessor:
             return
         with self._lock:
             self._busy = True
+            self._inflight = len(batch)
         try:
             self._exporter.export(batch, self._export_timeout)
         except Exception as err:  # any exporter failure: count, log, carry on
@@ -220,6 +226,7 @@ class BatchProcessor:
         finally:
             with self._lock:
                 self._busy = False
+                self._inflight = 0
 
     def _report_drops(self) -> None:
         with self._lock:
@@ -259,11 +266,15 @@ class BatchProcessor:
 
         Spans left in the queue then, and spans ended later, are counted as dropped (``shutdown``).
         """
+        self._stop(time.monotonic() + self._shutdown_timeout)
+
+    def _stop(self, deadline: float) -> int:
+        # Returns how many spans were not sent: left queued, or in an export still under way.
         if self._closed:
-            return
+            return 0
         self._closed = True
         self._wake.set()
-        self._thread.join(self._shutdown_timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         left = len(self._queue)
         if self._thread.is_alive():
             # The sender is stuck in an export: keep later spans out, count what is left.
@@ -271,9 +282,15 @@ class BatchProcessor:
             self._queue.clear()
             if left:
                 self._count("shutdown", left)
-        else:
-            self._limit = 0
-            self._report_drops()
+            return left + self._inflight
+        self._limit = 0
+        self._report_drops()
+        return 0
+
+    def _flush_at_exit(self, deadline: float) -> str:
+        # The exit budget and shutdown_timeout both bound the wait, whichever ends first.
+        unsent = self._stop(min(deadline, time.monotonic() + self._shutdown_timeout))
+        return f"{unsent} span{'s' if unsent != 1 else ''}" if unsent else ""
 
     def _after_fork_in_child(self) -> None:
         # The parent's thread does not exist here and its queue holds the parent's spans.

@@ -13,7 +13,10 @@ read AFTER the app ran, from the scope the router updated: ``route_getter(scope)
 ``scope["kitobs.route"]``; no route gives ``unmatched``. A client that disconnects before the
 response starts is recorded with status ``499``; an app that raises (including a cancelled task)
 is recorded with its exception's ``error_type``, and status 500 if nothing was sent. WebSocket and
-lifespan scopes pass through untouched.
+lifespan scopes pass through; when the app completes a lifespan shutdown, the exit flush (spans,
+statsd lines, the last push, log buffers, within ``kit.exit_timeout``; docs/shutdown.md) runs
+first. uvicorn needs this: after its graceful shutdown it re-raises SIGTERM with the default
+disposition, so the process dies without running atexit hooks.
 
 `Server` is go-kit's ``http.Server`` for ASGI, with the same hooks as
 `kitobs.transport.wsgi.Server`; the endpoint, *decode* and *encode* may each be sync or async
@@ -22,10 +25,12 @@ lifespan scopes pass through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from kitobs import _exit
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
 from kitobs.transport.http import ScopeHeaders, ServerInstruments, Tracer
 from kitobs.transport.wsgi import Response, default_error_encoder
@@ -145,6 +150,8 @@ class Middleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = _flush_before_shutdown(send)
             await self._app(scope, receive, send)
             return
         instruments = self._instruments
@@ -292,5 +299,17 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(_exit.run)
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _flush_before_shutdown(send: Send) -> Send:
+    async def forward(message: Message) -> None:
+        if message.get("type") == "lifespan.shutdown.complete":
+            # The server may end the process right after (uvicorn re-raises SIGTERM): flush now,
+            # off the event loop.
+            await asyncio.to_thread(_exit.run)
+        await send(message)
+
+    return forward
