@@ -304,6 +304,11 @@ class MetricsSettings:
     )
     process_metrics: bool = _key(True, "Report process and runtime metrics.")
     created_series: bool = _key(False, "Expose Prometheus _created series.")
+    allow_public_listen: bool = _key(
+        False,
+        "Let prometheus.listen and expvar.listen name every interface (0.0.0.0, [::] and their "
+        "other spellings), which is refused otherwise.",
+    )
     prometheus: PrometheusSettings = _section(PrometheusSettings)
     statsd: StatsdSettings = _section(StatsdSettings)
     expvar: ExpvarSettings = _section(ExpvarSettings)

@@ -73,7 +73,9 @@ def _check_servers(settings: Settings, names: list[str]) -> None:
     seen: dict[tuple[str, int], str] = {}
     for name, listen in (("prometheus", m.prometheus.listen), ("expvar", m.expvar.listen)):
         if name in names and listen:
-            addr = parse_address(listen, key=f"metrics.{name}.listen")
+            addr = parse_address(
+                listen, key=f"metrics.{name}.listen", allow_public=m.allow_public_listen
+            )
             if addr in seen and addr[1] != 0:
                 raise ConfigError(
                     f"the {seen[addr]} and {name} servers cannot share one address",
@@ -113,6 +115,7 @@ def _build(
                 logger=logger,
                 process_metrics=m.process_metrics,
                 listen=p.listen,
+                allow_public_listen=m.allow_public_listen,
                 path=p.path,
                 exemplar_context=exemplar_context if p.exemplars else None,
             )
@@ -126,6 +129,7 @@ def _build(
             created_series=m.created_series,
             process_metrics=m.process_metrics,
             listen=p.listen,
+            allow_public_listen=m.allow_public_listen,
             path=p.path,
         )
     if name == "expvar":
@@ -139,6 +143,7 @@ def _build(
             logger=logger,
             process_metrics=m.process_metrics,
             listen=e.listen,
+            allow_public_listen=m.allow_public_listen,
             path=e.path,
         )
     if name == "pushgateway":
