@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 value: object = settings
                 for part in info.path:
                     value = getattr(value, part)
+                if info.kind == "headers" and isinstance(value, dict):
+                    value = dict.fromkeys(value, "[REDACTED]")  # often credentials
                 print(f"{info.dotted} = {value!r}")
             return 0
         sys.stdout.write(config.reference())

@@ -33,6 +33,7 @@ import math
 import os
 import tomllib
 import typing
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +107,14 @@ def _key(
     minimum: float | None = None,
     maximum: float | None = None,
     otel_env: str | None = None,
+    otel_fallback: str | None = None,
+    headers: bool = False,
 ) -> Any:
-    """Declare one configuration key: its default, help text and constraints."""
+    """Declare one configuration key: its default, help text and constraints.
+
+    *otel_fallback* is a second standard variable read when *otel_env* is unset; *headers* makes
+    a table of HTTP headers (any header names, OpenTelemetry's ``k=v,k2=v2`` form in variables).
+    """
     meta = {
         "doc": doc,
         "choices": choices,
@@ -115,6 +122,8 @@ def _key(
         "minimum": minimum,
         "maximum": maximum,
         "otel_env": otel_env,
+        "otel_fallback": otel_fallback,
+        "headers": headers,
     }
     if isinstance(default, dict):
         frozen = dict(default)
@@ -297,6 +306,28 @@ class OtelMetricsSettings:
     export_interval: float = _key(
         60.0, "Seconds between exports of the built MeterProvider.", duration=True, minimum=0.001
     )
+    endpoint: str = _key(
+        "",
+        "OTLP metrics URL the built MeterProvider exports to (extra kitobs[otlp]); empty: "
+        "http://localhost:4318/v1/metrics. OTEL_EXPORTER_OTLP_ENDPOINT gets v1/metrics appended.",
+        otel_env="OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        otel_fallback="OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    headers: dict[str, str] = _key(
+        {},
+        "HTTP headers sent with each export, e.g. authorization=Bearer%20x (values URL-encoded "
+        "in variables).",
+        otel_env="OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        otel_fallback="OTEL_EXPORTER_OTLP_HEADERS",
+        headers=True,
+    )
+    protocol: str = _key(
+        "http/protobuf",
+        "OTLP transport; grpc is not supported.",
+        choices=("http/protobuf",),
+        otel_env="OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        otel_fallback="OTEL_EXPORTER_OTLP_PROTOCOL",
+    )
 
 
 _BACKENDS = ("prometheus", "statsd", "expvar", "otel", "pushgateway", "memory", "discard")
@@ -318,6 +349,11 @@ class MetricsSettings:
     )
     process_metrics: bool = _key(True, "Report process and runtime metrics.")
     created_series: bool = _key(False, "Expose Prometheus _created series.")
+    allow_public_listen: bool = _key(
+        False,
+        "Let prometheus.listen and expvar.listen name every interface (0.0.0.0, [::] and their "
+        "other spellings), which is refused otherwise.",
+    )
     prometheus: PrometheusSettings = _section(PrometheusSettings)
     statsd: StatsdSettings = _section(StatsdSettings)
     expvar: ExpvarSettings = _section(ExpvarSettings)
@@ -421,6 +457,7 @@ class KeyInfo:
     minimum: float | None
     maximum: float | None
     otel_env: str | None
+    otel_fallback: str | None = None
 
     @property
     def dotted(self) -> str:
@@ -471,7 +508,7 @@ def _walk(cls: type[Any], prefix: tuple[str, ...]) -> Iterator[KeyInfo]:
         m = f.metadata
         yield KeyInfo(
             path=(*prefix, f.name),
-            kind=_kind(tp),
+            kind="headers" if m.get("headers") else _kind(tp),
             default=getattr(instance, f.name),
             doc=m["doc"],
             choices=m["choices"],
@@ -479,6 +516,7 @@ def _walk(cls: type[Any], prefix: tuple[str, ...]) -> Iterator[KeyInfo]:
             minimum=m["minimum"],
             maximum=m["maximum"],
             otel_env=m["otel_env"],
+            otel_fallback=m.get("otel_fallback"),
         )
 
 
@@ -584,6 +622,8 @@ def _parse(info: KeyInfo, raw: Any, variable: str | None) -> Any:
         return tuple(out)
     if kind == "labels":
         return _labels(info, raw, variable)
+    if kind == "headers":
+        return _headers(info, raw, variable)
     raise AssertionError(kind)  # pragma: no cover - schema bug
 
 
@@ -616,6 +656,31 @@ def _labels(info: KeyInfo, raw: Any, variable: str | None) -> dict[str, str]:
                 "names matching [a-z_][a-z0-9_]*",
             )
         out[name] = str(value)
+    return out
+
+
+def _headers(info: KeyInfo, raw: Any, variable: str | None) -> dict[str, str]:
+    """HTTP headers: a TOML table, or OpenTelemetry's ``k=v,k2=v2`` with URL-encoded values."""
+    form = "a table of header values (k=v,k2=v2 in variables, values URL-encoded)"
+    out: dict[str, str] = {}
+    if isinstance(raw, str):
+        for part in (p.strip() for p in raw.split(",")):
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                _fail(info, "must be a list of name=value pairs", "(hidden)", variable, form)
+            out[name.strip()] = urllib.parse.unquote(value.strip())
+    elif isinstance(raw, dict):
+        for name, value in raw.items():
+            if not isinstance(value, str):
+                _fail(info, f"header {name!r} must have a string value", "(hidden)", variable, form)
+            out[str(name)] = value
+    else:
+        _fail(info, "must be a table", "(hidden)", variable, form)
+    for name in out:
+        if not name or any(c in name for c in ' \t:"(),/;<=>?@[]{}') or not name.isascii():
+            _fail(info, f"{name!r} is not a header name", "(hidden)", variable, "HTTP header names")
     return out
 
 
@@ -767,11 +832,20 @@ def load(
             )
         values[known.path] = _parse(known, environ[variable], variable)
     for info in infos:
-        if info.otel_env and info.variable not in environ and environ.get(info.otel_env):
-            raw = environ[info.otel_env]
+        if not info.otel_env or info.variable in environ:
+            continue
+        for standard in (info.otel_env, info.otel_fallback):
+            if not standard or not environ.get(standard):
+                continue
+            raw = environ[standard]
             if info.path == ("tracing", "sampler"):
                 raw = raw.strip().lower()
-            values[info.path] = _parse(info, raw, info.otel_env)
+            if standard == "OTEL_EXPORTER_OTLP_ENDPOINT":
+                # OpenTelemetry's base URL for every signal: the signal's path is appended.
+                raw = raw.strip()
+                raw += "v1/metrics" if raw.endswith("/") else "/v1/metrics"
+            values[info.path] = _parse(info, raw, standard)
+            break
 
     if overrides:
         apply_dotted(overrides, "explicit arguments")
@@ -832,7 +906,9 @@ def reference() -> str:
         doc = info.doc
         if info.choices:
             doc += " One of: " + ", ".join(f"`{c}`" for c in info.choices) + "."
-        if info.otel_env:
+        if info.otel_env and info.otel_fallback:
+            doc += f" Falls back to `${info.otel_env}`, then `${info.otel_fallback}`."
+        elif info.otel_env:
             doc += f" Falls back to `${info.otel_env}`."
         default = _show(info.default).replace("|", "\\|")
         lines.append(

@@ -257,6 +257,7 @@ class _Family:
         "id_quote",
         "keys",
         "level_key",
+        "level_keys",
         "marker",
         "minimum",
         "missing",
@@ -295,6 +296,8 @@ class _Family:
         self.sink = sink
         self.minimum = parse_level(level)
         self.level_key = level_key
+        # Keys that, leading a `ContextLogger.log` call with a level name as value, set its level.
+        self.level_keys = ("level",) if level_key == "level" else ("level", level_key)
         self.caller = caller
         self.redacted = redacted
         self.trace_context = trace_context
@@ -360,6 +363,9 @@ class _Family:
         for key in keys:
             if type(key) is not str:
                 return self.generic
+        if keys and keys[0] in self.level_keys:
+            # Not cached: `log` must see each such call to read its level (see `_Relevel`).
+            return self.generic
         try:
             fn = _compile_shape(self, keyvals)
         except Exception:  # pragma: no cover - generated source always compiles
@@ -565,12 +571,55 @@ def _compile_shape(
     return cast(Callable[..., str], ns["body"])
 
 
+class _Relevel(Exception):
+    """Raised by `log`'s shape lookup for a call led by a level key: write it at that level."""
+
+    __slots__ = ("level",)
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+
+
+# The level values a leading level key may name, in lowercase, with the aliases parse_level takes.
+_LEVEL_NAMES = {
+    **{name: name for name in LEVELS},
+    "warning": "warn",
+    "err": "error",
+    "critical": "error",
+    "fatal": "error",
+}
+
+#: _LevelWriter writes a `log` call led by a level key at that level: ``relevel(level, keyvals)``.
+_LevelWriter = Callable[[str, tuple[object, ...]], None]
+
+
+def _leading_level(fam: _Family, keyvals: tuple[object, ...]) -> str | None:
+    """Return the level a call's leading level key names, or None; it never raises."""
+    try:
+        if len(keyvals) >= 2 and keyvals[0] in fam.level_keys:
+            value = keyvals[1]
+            if type(value) is str:
+                return _LEVEL_NAMES.get(value.lower())
+    except Exception:  # a key whose __eq__ raises is no level key
+        pass
+    return None
+
+
 def _emitter(
-    fam: _Family, head: str, ctx: str, tail: str, dynamic_caller: bool, depth: int = 1
+    fam: _Family,
+    head: str,
+    ctx: str,
+    tail: str,
+    dynamic_caller: bool,
+    depth: int = 1,
+    relevel: _LevelWriter | None = None,
 ) -> Emit:
     """Build the function that writes one line at one level; every branch is fixed here.
 
     *depth* is how many frames up the caller is (for a dynamic caller): 1 is whoever calls it.
+    With *relevel* it is `log`: a call led by a level key naming a level goes to *relevel*. The
+    compiled shapes never hold such calls (`_Family.body`), so only a shape miss checks for one,
+    and an ordinary call runs exactly the code it runs without *relevel*.
     """
     stamp = fam.stamp
     clock = fam.clock
@@ -581,6 +630,18 @@ def _emitter(
     time_ns = time.time_ns
     shape = fam.shapes.get
     body_for = fam.body
+    if relevel is not None:
+        plain_body_for = fam.body
+
+        def body_for(keyvals: tuple[object, ...]) -> Callable[..., str]:
+            level = _leading_level(fam, keyvals)
+            if level is not None:
+                raise _Relevel(level)
+            return plain_body_for(keyvals)
+
+        relevel_to: _LevelWriter = relevel
+    else:
+        relevel_to = _no_relevel
     cget = fam.callers.get
     where = fam.where
     trace = fam.trace
@@ -609,6 +670,9 @@ def _emitter(
                 body = shape(keyvals[::2]) or body_for(keyvals)
                 us = digits3[(ns - start) // 1000]
                 data = f"{text}{us}{head_ctx}{body(*keyvals)}{tail}".encode()
+            except _Relevel as lead:
+                relevel_to(lead.level, keyvals)
+                return
             except Exception:
                 data = safe_line(plain_head, ctx, tail, keyvals, None)
             try:
@@ -648,6 +712,9 @@ def _emitter(
                     ).encode()
                 else:
                     data = f"{text}{us}{head}{trace(ids)}{ctx}{body(*keyvals)}{tail}".encode()
+            except _Relevel as lead:
+                relevel_to(lead.level, keyvals)
+                return
             except Exception:
                 data = safe_line(plain_head, ctx, tail, keyvals, None)
             try:
@@ -681,6 +748,9 @@ def _emitter(
             append((shape(keyvals[::2]) or body_for(keyvals))(*keyvals))
             append(tail)
             data = join(parts).encode()
+        except _Relevel as lead:
+            relevel_to(lead.level, keyvals)
+            return
         except Exception:
             # An odd count, an unhashable key or value, text that is not Unicode, a failing hook.
             data = safe_line(
@@ -692,6 +762,10 @@ def _emitter(
             on_error(err)
 
     return emit
+
+
+def _no_relevel(level: str, keyvals: tuple[object, ...]) -> None:  # pragma: no cover
+    """Stands in for *relevel* in emitters that are not `log`, whose lookup never raises."""
 
 
 def _interleave(keys: tuple[str, ...], values: tuple[object, ...]) -> tuple[object, ...]:
@@ -773,6 +847,53 @@ def _prepared(
     return prepared
 
 
+def _releveler(
+    fam: _Family, level_head: str, fixed: str, ctx: str, tail: str, dynamic_caller: bool
+) -> _LevelWriter:
+    """Build `log`'s *relevel*: write a call's key/values after its leading level pair at that
+    level, under the configured level key, or not at all if the level is filtered out.
+
+    The level's emitter is built at its first use: most loggers never get such a call.
+    """
+    emits: dict[str, Emit] = {}
+    codec = fam.codec
+    on_error = fam.on_error
+
+    def relevel(level: str, keyvals: tuple[object, ...]) -> None:
+        try:
+            emit = emits.get(level)
+            if emit is None:
+                if enabled(fam.minimum, level):
+                    head = level_head + codec.string(level) + fixed
+                    # Depth 3: past this function and `log`, to the call site.
+                    emit = _emitter(fam, head, ctx, tail, dynamic_caller, depth=3)
+                else:
+                    emit = nop_emit
+                emits[level] = emit
+            emit(*keyvals[2:])
+        except Exception as err:  # pragma: no cover - emitters do not raise
+            on_error(err)
+
+    return relevel
+
+
+def _filtered_log(fam: _Family, relevel: _LevelWriter) -> Emit:
+    """Build `log` for a logger whose info level is filtered out: it writes only calls led by a
+    level key naming an enabled level."""
+    level_keys = fam.level_keys
+
+    def log_filtered(*keyvals: object) -> None:
+        try:
+            if keyvals[0] in level_keys:
+                level = _leading_level(fam, keyvals)
+                if level is not None:
+                    relevel(level, keyvals)
+        except Exception:  # no key/values, or a key whose __eq__ raises: nothing to write
+            pass
+
+    return log_filtered
+
+
 def _pad(keyvals: tuple[object, ...]) -> tuple[object, ...]:
     return (*keyvals, _MISSING_VALUE) if len(keyvals) % 2 else keyvals
 
@@ -783,9 +904,11 @@ class ContextLogger:
     Build one with `kitobs.log.new` or `kitobs.log.from_settings`. ``log``, ``debug``, ``info``,
     ``warn`` and ``error`` are attributes holding functions made when the logger is built: a level
     below the configured one holds a no-op, so a filtered-out call costs one empty call. ``log``
-    writes at info (every line carries a level). Lines read, in order: timestamp, level, caller,
-    ``trace_id``/``span_id``, bound context (`with_prefix`, then `with_`), the call's key/values,
-    then `with_suffix` values.
+    writes at info (every line carries a level), unless its first key is ``level`` (or the
+    configured level key) with a level name as value: ``log("level", "warn", "msg", "slow")`` is
+    ``warn("msg", "slow")``, filtered like it, under the configured level key. Lines read, in
+    order: timestamp, level, caller, ``trace_id``/``span_id``, bound context (`with_prefix`, then
+    `with_`), the call's key/values, then `with_suffix` values.
 
     Example::
 
@@ -847,7 +970,12 @@ class ContextLogger:
         self.info = emits["info"]
         self.warn = emits["warn"]
         self.error = emits["error"]
-        self.log = self.info
+        relevel = _releveler(fam, lead + level_key, fixed, ctx_text, tail, dynamic)
+        if enabled(fam.minimum, "info"):
+            info_head = lead + level_key + codec.string("info") + fixed
+            self.log = _emitter(fam, info_head, ctx_text, tail, dynamic, relevel=relevel)
+        else:
+            self.log = _filtered_log(fam, relevel)
 
     def with_(self, *keyvals: object) -> ContextLogger:
         """with_ returns a logger that adds *keyvals* to every line, e.g. ``with_("req", 7)``."""

@@ -10,6 +10,8 @@ and frees the port, so a new server can bind the same port at once.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import socketserver
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -26,6 +28,7 @@ __all__ = [
     "Pages",
     "Server",
     "asgi_reply",
+    "listen_address",
     "parse_address",
     "route",
     "serve",
@@ -110,23 +113,81 @@ class Pages:
         return {self.path: self.asgi_app}
 
 
-def parse_address(value: str, *, key: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """parse_address reads ``host:port`` (or ``:port``), e.g. ``127.0.0.1:9464``.
+def parse_address(
+    value: str, *, key: str, default_host: str = "127.0.0.1", allow_public: bool = False
+) -> tuple[str, int]:
+    """parse_address reads a listen address ``host:port`` (or ``:port``, ``[::1]:port``), e.g.
+    ``127.0.0.1:9464``, and checks that it names an interface.
+
+    Every spelling of "all interfaces" (``0.0.0.0``, ``0``, ``0x0``, ``::``, ``::ffff:0.0.0.0``,
+    or a name resolving to one of them) is refused unless *allow_public*: the host is resolved as
+    the socket layer will resolve it (`listen_address`), not compared as text.
 
     Raises:
-        ConfigError: not host:port, or the port is not 0..65535; the message names *key*.
+        ConfigError: not host:port, the port is not 0..65535, the host does not resolve, or it
+            means every interface; the message names *key*.
     """
+    host, port = _split(value, key=key, default_host=default_host)
+    listen_address(host, port, key=key, value=value, allow_public=allow_public)
+    return host, port
+
+
+def _split(value: str, *, key: str, default_host: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise ConfigError(
             "is not host:port", key=key, value=value, allowed="host:port, e.g. 127.0.0.1:9464"
         )
-    host = host.strip("[]") or default_host
-    if host == "0.0.0.0":
-        raise ConfigError(
-            "binding every interface is not allowed; name the interface", key=key, value=value
+    # [::1]:9464: brackets set off an IPv6 address from the port (the last colon does too).
+    host = host.strip("[]")
+    return host or default_host, int(port)
+
+
+def _every_interface(address: str) -> bool:
+    """Say whether a numeric address (as getaddrinfo returns it) means every interface."""
+    ip = ipaddress.ip_address(address.partition("%")[0])  # drop an IPv6 zone such as %eth0
+    if ip.is_unspecified:
+        return True
+    # ::ffff:0.0.0.0 is IPv4's 0.0.0.0 reached through an IPv6 socket, which binds it as such.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped is not None and mapped.is_unspecified
+
+
+def listen_address(
+    host: str, port: int, *, key: str, value: str, allow_public: bool = False
+) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """listen_address resolves *host* and *port* into the socket family and address to bind.
+
+    A numeric host is read as the socket layer reads it (``0`` and ``0x0`` are IPv4 0.0.0.0);
+    a name (``localhost``) is resolved, preferring IPv4 as binding a name did before. An address
+    meaning every interface is refused unless *allow_public*.
+
+    Raises:
+        ConfigError: *host* does not resolve, or it means every interface; names *key*.
+    """
+    try:
+        found = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST | socket.AI_PASSIVE
         )
-    return host, int(port)
+    except (OSError, UnicodeError):
+        try:  # not numeric: a host name
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as err:
+            raise ConfigError(f"cannot resolve the host: {err}", key=key, value=value) from None
+    found = [f for f in found if f[0] in (socket.AF_INET, socket.AF_INET6)]
+    if not found:
+        raise ConfigError("the host has no IPv4 or IPv6 address", key=key, value=value)
+    if not allow_public and any(_every_interface(str(f[4][0])) for f in found):
+        raise ConfigError(
+            "binding every interface is not allowed; name the interface",
+            key=key,
+            value=value,
+            allowed="an interface's address such as 127.0.0.1 or [::1], or set "
+            "metrics.allow_public_listen = true",
+        )
+    ipv4 = [f for f in found if f[0] == socket.AF_INET]
+    family, _, _, _, sockaddr = (ipv4 or found)[0]
+    return family, sockaddr
 
 
 class _Quiet(WSGIRequestHandler):
@@ -137,6 +198,15 @@ class _Quiet(WSGIRequestHandler):
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(
+        self,
+        family: socket.AddressFamily,
+        address: tuple[Any, ...],
+        handler: type[WSGIRequestHandler],
+    ) -> None:
+        self.address_family = family  # read when the socket is made: AF_INET6 for [::1]
+        super().__init__(address, handler)
 
 
 def route(routes: Mapping[str, _WSGI]) -> _WSGI:
@@ -157,8 +227,10 @@ class Server:
 
     __slots__ = ("_server", "_thread", "address")
 
-    def __init__(self, routes: Mapping[str, _WSGI], host: str, port: int) -> None:
-        self._server = _ThreadingServer((host, port), _Quiet)
+    def __init__(
+        self, routes: Mapping[str, _WSGI], family: socket.AddressFamily, sockaddr: tuple[Any, ...]
+    ) -> None:
+        self._server = _ThreadingServer(family, sockaddr, _Quiet)
         self._server.set_app(route(dict(routes)))
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
         self._thread = threading.Thread(
@@ -174,10 +246,17 @@ class Server:
         self._server.server_close()
 
 
-def serve(routes: Mapping[str, _WSGI], address: str, *, key: str) -> Server:
-    """serve starts a `Server` on *address* (``host:port``, port 0 picks one)."""
-    host, port = parse_address(address, key=key)
+def serve(
+    routes: Mapping[str, _WSGI], address: str, *, key: str, allow_public: bool = False
+) -> Server:
+    """serve starts a `Server` on *address* (``host:port`` or ``[::1]:port``; port 0 picks one).
+
+    Raises:
+        ConfigError: a bad or every-interface address (see `parse_address`), or the bind failed.
+    """
+    host, port = _split(address, key=key, default_host="127.0.0.1")
+    family, sockaddr = listen_address(host, port, key=key, value=address, allow_public=allow_public)
     try:
-        return Server(routes, host, port)
+        return Server(routes, family, sockaddr)
     except OSError as err:
         raise ConfigError(f"cannot listen: {err}", key=key, value=address) from None

@@ -73,7 +73,9 @@ def _check_servers(settings: Settings, names: list[str]) -> None:
     seen: dict[tuple[str, int], str] = {}
     for name, listen in (("prometheus", m.prometheus.listen), ("expvar", m.expvar.listen)):
         if name in names and listen:
-            addr = parse_address(listen, key=f"metrics.{name}.listen")
+            addr = parse_address(
+                listen, key=f"metrics.{name}.listen", allow_public=m.allow_public_listen
+            )
             if addr in seen and addr[1] != 0:
                 raise ConfigError(
                     f"the {seen[addr]} and {name} servers cannot share one address",
@@ -113,6 +115,7 @@ def _build(
                 logger=logger,
                 process_metrics=m.process_metrics,
                 listen=p.listen,
+                allow_public_listen=m.allow_public_listen,
                 path=p.path,
                 exemplar_context=exemplar_context if p.exemplars else None,
             )
@@ -126,6 +129,7 @@ def _build(
             created_series=m.created_series,
             process_metrics=m.process_metrics,
             listen=p.listen,
+            allow_public_listen=m.allow_public_listen,
             path=p.path,
         )
     if name == "expvar":
@@ -139,6 +143,7 @@ def _build(
             logger=logger,
             process_metrics=m.process_metrics,
             listen=e.listen,
+            allow_public_listen=m.allow_public_listen,
             path=e.path,
         )
     if name == "pushgateway":
@@ -157,11 +162,18 @@ def _build(
             process_metrics=m.process_metrics,
         )
     if name == "otel":
-        from kitobs.metrics import otel
-
+        try:
+            from kitobs.metrics import otel
+        except ImportError as err:
+            raise ConfigError(
+                f"the otel backend needs the kitobs[otel] extra ({err})",
+                key="metrics.backend",
+                value="otel",
+                allowed="pip install 'kitobs[otlp]' (or kitobs[otel] with your own readers)",
+            ) from None
         o = m.otel
         readers = [] if meter_provider is not None or o.use_global else _otel_readers(settings)
-        return otel.Provider(
+        provider = otel.Provider(
             meter_provider,
             metric_readers=readers,
             use_global=o.use_global,
@@ -170,6 +182,13 @@ def _build(
             logger=logger,
             process_metrics=m.process_metrics,
         )
+        if meter_provider is None and o.use_global and not _global_meter_provider_set():
+            _warn(
+                logger,
+                "metrics.otel.use_global is set but OpenTelemetry's global MeterProvider is not: "
+                "metrics go nowhere until the application sets one",
+            )
+        return provider
     if name == "statsd":
         from kitobs.metrics import statsd
 
@@ -195,12 +214,49 @@ def _build(
     )
 
 
+def _global_meter_provider_set() -> bool:
+    """Whether OpenTelemetry's global MeterProvider was set; until then its meters record nothing
+    (the API's proxy hands instruments on once ``set_meter_provider`` is called)."""
+    from opentelemetry import metrics as otel_metrics
+
+    current = otel_metrics.get_meter_provider()
+    unset = isinstance(current, otel_metrics.NoOpMeterProvider)
+    return not unset and type(current).__name__ != "_ProxyMeterProvider"
+
+
+def _warn(logger: Logger | None, message: str) -> None:
+    if logger is not None:
+        logger.log("level", "warn", "msg", message)
+
+
 def _otel_readers(settings: Settings) -> list[Any]:
-    """A periodic OTLP/HTTP reader when that exporter is installed (``kitobs[otlp]``), else none."""
+    """The periodic OTLP/HTTP reader of ``[metrics.otel]`` (extra ``kitobs[otlp]``).
+
+    Raises:
+        ConfigError: the exporter is not installed (metrics would go nowhere), or the endpoint
+            is not an http(s) URL.
+    """
+    o = settings.metrics.otel
     try:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    except ImportError:
-        return []
-    interval_ms = settings.metrics.otel.export_interval * 1000.0
-    return [PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval_ms)]
+    except ImportError as err:
+        raise ConfigError(
+            "the otel backend exports over OTLP, which needs the kitobs[otlp] extra "
+            f"(opentelemetry-exporter-otlp-proto-http: {err})",
+            key="metrics.backend",
+            value="otel",
+            allowed="pip install 'kitobs[otlp]', or pass meter_provider= or set "
+            "metrics.otel.use_global",
+        ) from None
+    if o.endpoint and not o.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            "must be an http or https URL",
+            key="metrics.otel.endpoint",
+            value=o.endpoint,
+            allowed="a URL such as http://127.0.0.1:4318/v1/metrics",
+        )
+    # Empty keys are left to the exporter, whose own default is OpenTelemetry's.
+    exporter = OTLPMetricExporter(endpoint=o.endpoint or None, headers=dict(o.headers) or None)
+    interval_ms = o.export_interval * 1000.0
+    return [PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)]

@@ -186,6 +186,8 @@ class Provider(Pages, Declaring):
         logger: where the cardinality guard warns.
         process_metrics: add process and runtime metrics to the page.
         listen: ``host:port`` of a standalone server; empty serves nothing.
+        allow_public_listen: let *listen* name every interface (``0.0.0.0``, ``[::]``...),
+            which is refused otherwise.
         path: the page's path, ``/debug/vars`` by default.
         argv: the command line shown (``sys.argv`` by default), redacted.
     """
@@ -199,6 +201,7 @@ class Provider(Pages, Declaring):
         logger: Logger | None = None,
         process_metrics: bool = False,
         listen: str = "",
+        allow_public_listen: bool = False,
         path: str = "/debug/vars",
         argv: Sequence[str] | None = None,
     ) -> None:
@@ -226,7 +229,12 @@ class Provider(Pages, Declaring):
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._server: Server | None = None
         if listen:
-            self._server = serve(self.wsgi_routes(), listen, key="metrics.expvar.listen")
+            self._server = serve(
+                self.wsgi_routes(),
+                listen,
+                key="metrics.expvar.listen",
+                allow_public=allow_public_listen,
+            )
 
     def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
         def make(d: Declaration) -> Counter | Gauge | Histogram:

@@ -275,7 +275,8 @@ class Provider(Pages, Declaring):
 
     Args:
         directory: the shared directory, e.g. ``/run/myapp/metrics``; created if missing.
-        common_labels, max_label_sets, logger, process_metrics, listen, path, exemplar_context:
+        common_labels, max_label_sets, logger, process_metrics, listen, allow_public_listen,
+        path, exemplar_context:
             as `kitobs.metrics.prometheus.Provider` (process metrics are this process's).
     """
 
@@ -288,6 +289,7 @@ class Provider(Pages, Declaring):
         logger: Logger | None = None,
         process_metrics: bool = False,
         listen: str = "",
+        allow_public_listen: bool = False,
         path: str = "/metrics",
         exemplar_context: ExemplarContext | None = None,
     ) -> None:
@@ -317,7 +319,12 @@ class Provider(Pages, Declaring):
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._server: Server | None = None
         if listen:
-            self._server = serve(self.wsgi_routes(), listen, key="metrics.prometheus.listen")
+            self._server = serve(
+                self.wsgi_routes(),
+                listen,
+                key="metrics.prometheus.listen",
+                allow_public=allow_public_listen,
+            )
 
     # --- declaring ------------------------------------------------------------------------
 

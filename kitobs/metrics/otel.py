@@ -132,6 +132,11 @@ class Provider(Declaring):
                 meter_provider = otel_metrics.get_meter_provider()
             else:
                 self._owned = meter_provider = MeterProvider(metric_readers=list(metric_readers))
+                if not metric_readers and logger is not None:
+                    logger.log(
+                        "level", "warn", "msg",
+                        "otel metrics provider built without a metric reader: metrics go nowhere",
+                    )  # fmt: skip
         self.meter_provider = meter_provider
         self._meter = meter_provider.get_meter(scope)
         self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)

@@ -83,6 +83,8 @@ class Provider(Pages, Declaring):
         process_metrics: expose process and runtime metrics.
         registry: a prometheus_client ``CollectorRegistry`` to register `collector` on.
         listen: ``host:port`` of a standalone exposition server; empty serves nothing.
+        allow_public_listen: let *listen* name every interface (``0.0.0.0``, ``[::]``...),
+            which is refused otherwise.
         path: the exposition path, ``/metrics`` by default.
     """
 
@@ -97,6 +99,7 @@ class Provider(Pages, Declaring):
         process_metrics: bool = False,
         registry: Any = None,
         listen: str = "",
+        allow_public_listen: bool = False,
         path: str = "/metrics",
     ) -> None:
         self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
@@ -115,7 +118,12 @@ class Provider(Pages, Declaring):
             registry.register(self._collector)
         self._server: Server | None = None
         if listen:
-            self._server = serve(self.wsgi_routes(), listen, key="metrics.prometheus.listen")
+            self._server = serve(
+                self.wsgi_routes(),
+                listen,
+                key="metrics.prometheus.listen",
+                allow_public=allow_public_listen,
+            )
 
     # --- declaring ------------------------------------------------------------------------
 
