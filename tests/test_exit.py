@@ -50,10 +50,20 @@ def job(pushgateway_addr: str) -> Iterator[str]:
         servers.pushgateway_delete(pushgateway_addr, name)
 
 
+def plain_env() -> dict[str, str]:
+    """plain_env is this environment without KITOBS_* settings or coverage's subprocess hook.
+
+    Coverage measures subprocesses (``patch = ["subprocess"]``) with a SIGTERM handler of its
+    own (``sigterm = true``), and kitobs leaves an existing handler alone; a child that must
+    start with SIGTERM's default disposition, as a real service does, is not measured.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith(("KITOBS_", "COVERAGE_"))}
+
+
 def kitobs_env(
     receiver_url: str, statsd: str, pushgateway: str, job: str, log: Path, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KITOBS_")}
+    env = plain_env()
     env.update(
         PYTHONPATH=str(REPO),
         KITOBS_SERVICE_NAME="exit-app",
@@ -275,7 +285,7 @@ def test_hanging_collector_statsd_and_pushgateway_cannot_hold_the_exit_past_the_
 
 
 def run_snippet(code: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KITOBS_")}
+    env = plain_env()
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
