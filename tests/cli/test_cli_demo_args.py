@@ -1,4 +1,4 @@
-"""kitobs demo's arguments: a bad port, rate or duration is a usage error (exit 2), not a traceback."""
+"""kitobs demo's arguments: a bad port, rate or duration is a usage error (exit 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""instrument's arguments: a string is the endpoint's name; anything else wrong fails at decoration."""
+"""instrument's arguments: a string is the name; other misuse fails at decoration."""
 
 from __future__ import annotations
 
