@@ -223,6 +223,15 @@ def _async_any(rec: _Recorder) -> _AnyCall:
 # the consumer. The span starts at the first step, not at the call that made the generator.
 
 
+def _restore(token: Any) -> None:
+    # As a span's exit: a context that cannot be restored (a step run in another context) is
+    # left as it is rather than raising into the consumer.
+    try:  # noqa: SIM105 - as in Span.__exit__
+        _context.detach(token)
+    except (ValueError, RuntimeError):
+        pass
+
+
 def _generator_any(rec: _Recorder) -> _AnyCall:
     def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         # The call makes the generator (binding errors raise here, as unwrapped); nothing runs.
@@ -234,7 +243,7 @@ def _generator_any(rec: _Recorder) -> _AnyCall:
 def _stepped(rec: _Recorder, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     span = rec.start_span(rec.name)
     scope: Context = _context.with_span(span)
-    attach, detach, ended = _context.attach, _context.detach, rec.ended
+    attach, detach, ended = _context.attach, _restore, rec.ended
     send, throw = gen.send, gen.throw
     step: Callable[[Any], Any] = send
     arg: Any = None
@@ -284,7 +293,7 @@ async def _async_stepped(
     # suspended in the same task meanwhile, and other tasks run in contexts of their own.
     span = rec.start_span(rec.name)
     scope: Context = _context.with_span(span)
-    attach, detach, ended = _context.attach, _context.detach, rec.ended
+    attach, detach, ended = _context.attach, _restore, rec.ended
     asend, athrow = agen.asend, agen.athrow
     step: Callable[[Any], Any] = asend
     arg: Any = None

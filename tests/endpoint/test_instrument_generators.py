@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 from collections.abc import AsyncIterator, Iterator
@@ -428,3 +429,19 @@ def test_async_generator_athrow(parts: Parts) -> None:
 
     asyncio.run(main())
     assert len(parts.observed("stream", "success")) == 1
+
+
+def test_generator_under_contextmanager(parts: Parts) -> None:
+    @contextlib.contextmanager
+    @instrument(parts.kit, name="session")
+    def session() -> Iterator[str]:
+        yield "conn"
+
+    with session() as conn:
+        assert conn == "conn"
+        assert current_ids() is None  # the with-block is the consumer's code
+    assert len(parts.observed("session", "success")) == 1
+    with pytest.raises(KeyError), session():
+        raise KeyError("lost")
+    assert len(parts.observed("session", "exception")) == 1
+    assert parts.endpoint_lines()[-1]["error"] == "KeyError: 'lost'"
