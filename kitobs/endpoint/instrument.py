@@ -46,6 +46,7 @@ import contextlib
 import inspect
 import threading
 import time
+import types
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -235,7 +236,10 @@ def _restore(token: Any) -> None:
 def _generator_any(rec: _Recorder) -> _AnyCall:
     def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         # The call makes the generator (binding errors raise here, as unwrapped); nothing runs.
-        return _stepped(rec, callee(*args, **kwargs))
+        gen = callee(*args, **kwargs)
+        stepped = cast("types.GeneratorType[Any, Any, Any]", _stepped(rec, gen))
+        stepped.__name__, stepped.__qualname__ = gen.__name__, gen.__qualname__  # for repr
+        return stepped
 
     return call
 
@@ -281,7 +285,10 @@ def _stepped(rec: _Recorder, gen: Generator[Any, Any, Any]) -> Generator[Any, An
 
 def _async_generator_any(rec: _Recorder) -> _AnyCall:
     def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return _async_stepped(rec, callee(*args, **kwargs))
+        agen = callee(*args, **kwargs)
+        stepped = cast("types.AsyncGeneratorType[Any, Any]", _async_stepped(rec, agen))
+        stepped.__name__, stepped.__qualname__ = agen.__name__, agen.__qualname__
+        return stepped
 
     return call
 

@@ -445,3 +445,22 @@ def test_generator_under_contextmanager(parts: Parts) -> None:
         raise KeyError("lost")
     assert len(parts.observed("session", "exception")) == 1
     assert parts.endpoint_lines()[-1]["error"] == "KeyError: 'lost'"
+
+
+def test_generator_objects_keep_the_function_name(parts: Parts) -> None:
+    @instrument(parts.kit, name="rows")
+    def rows() -> Iterator[int]:
+        yield 1
+
+    @instrument(parts.kit, name="stream")
+    async def stream() -> AsyncIterator[int]:
+        yield 1
+
+    made, streamed = rows(), stream()
+    assert inspect.isgenerator(made)
+    assert inspect.isasyncgen(streamed)
+    assert made.__qualname__.endswith("rows")
+    assert streamed.__qualname__.endswith("stream")
+    assert "rows" in repr(made)
+    made.close()
+    asyncio.run(streamed.aclose())
