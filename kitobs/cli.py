@@ -10,14 +10,49 @@ configuration error prints its message and exits with status 2, without a traceb
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kitobs import config
 from kitobs.errors import ConfigError
 
 __all__ = ["main"]
+
+
+def _port(text: str) -> int:
+    """A TCP port, 0..65535 (0: any free port), for argparse."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {port}")
+    return port
+
+
+def _grpc_port(text: str) -> int:
+    """A TCP port, or -1 for no gRPC server, for argparse."""
+    if text.strip() == "-1":
+        return -1
+    try:
+        return _port(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} (or -1 for no gRPC server)") from None
+
+
+def _at_least_zero(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number >= 0, got {text}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,25 +63,26 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the example service")
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    demo.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    demo.add_argument("--port", type=_port, default=8080, help="port to listen on (8080)")
     demo.add_argument(
         "--grpc-port",
-        type=int,
+        type=_grpc_port,
         default=None,
         metavar="PORT",
-        help="port of the gRPC server (default: the HTTP port + 1; -1 turns gRPC off)",
+        help="port of the gRPC server (default: the HTTP port + 1, any free port when that is "
+        "0 or 65535; -1 turns gRPC off)",
     )
     demo.add_argument("--config", metavar="FILE", help="TOML configuration file")
     demo.add_argument(
         "--load",
-        type=float,
+        type=_at_least_zero("load"),
         default=0.0,
         metavar="RATE",
         help="requests per second the demo sends itself (0, the default, is off)",
     )
     demo.add_argument(
         "--duration",
-        type=float,
+        type=_at_least_zero("duration"),
         default=0.0,
         metavar="SECONDS",
         help="stop after this many seconds (0, the default, runs until SIGINT or SIGTERM)",
@@ -76,8 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from kitobs.demo import run
 
-            if args.load < 0:
-                raise ConfigError("--load must be 0 or more", value=args.load)
             return run(
                 host=args.host,
                 port=args.port,

@@ -175,7 +175,8 @@ class LogSettings:
     format: str = _key("logfmt", "Line encoding.", choices=("logfmt", "json"))
     output: str = _key(
         "stderr",
-        "Where lines go: stderr, stdout, or a file path (appended to).",
+        "Where lines go: stderr, stdout (in any case), or a file path (appended to); "
+        "./stderr is a file of that name.",
     )
     level_key: str = _key("level", "Name of the level key, e.g. severity for GCP.")
     time_key: str = _key("ts", "Name of the timestamp key.")

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from kitobs import config
+from kitobs.errors import ConfigError
 from kitobs.kit import Kit
 
 __all__ = ["DEMO_DEFAULTS", "run"]
@@ -50,6 +51,10 @@ def run(
     Raises:
         ConfigError: the configuration is invalid (the command prints it and exits 2).
     """
+    if not 0 <= port <= 65535:
+        raise ConfigError("the demo's port must be 0..65535", value=port)
+    if grpc_port is not None and not -1 <= grpc_port <= 65535:
+        raise ConfigError("the demo's gRPC port must be 0..65535, or -1 for none", value=grpc_port)
     settings = config.load(config_path, env=env, defaults=DEMO_DEFAULTS)
 
     from kitobs.demo.grpc import start_grpc
@@ -65,7 +70,7 @@ def run(
         return 1
 
     if grpc_port is None:
-        grpc_port = port + 1 if port else 0
+        grpc_port = port + 1 if 0 < port < 65535 else 0  # else any free port
     grpc_server = start_grpc(kit, host, grpc_port) if grpc_port >= 0 else None
     grpc_target = grpc_server.target if grpc_server is not None else None
 

@@ -131,7 +131,8 @@ def new(
     """new builds a logger, e.g. ``new("stderr", format="json", level="debug")``.
 
     Args:
-        output: ``"stderr"``, ``"stdout"``, a file path (appended to), a Python stream, or a
+        output: ``"stderr"``, ``"stdout"`` (in any case: ``"STDERR"`` is the stream too), a file
+            path (appended to; ``"./stderr"`` for a file of that name), a Python stream, or a
             `Writer`.
         format: ``"logfmt"`` or ``"json"``.
         level: the lowest level written (``"WARN"`` works too).

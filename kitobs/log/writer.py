@@ -423,6 +423,9 @@ def open_output(
 
     *output* is ``"stderr"``, ``"stdout"``, a file path (created if needed, appended to), a
     Python stream, or a ready `kitobs.log.Writer`. ``buffered`` and ``nonblocking`` wrap it.
+    The stream names are matched ignoring case and surrounding blanks (``"STDERR"`` is the
+    stream, as choices are elsewhere in the configuration); a file of that name is
+    ``"./STDERR"``.
 
     Raises:
         ConfigError: the file cannot be opened.
@@ -430,8 +433,9 @@ def open_output(
     handler = on_error or report_once()
     sink: Writer
     if isinstance(output, str):
-        if output in ("stderr", "stdout"):
-            sink = _stdio(output, handler)
+        stream = output.strip().lower()
+        if stream in ("stderr", "stdout"):
+            sink = _stdio(stream, handler)
         else:
             if not output:
                 raise ConfigError(

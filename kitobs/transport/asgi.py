@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from kitobs import _exit
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
-from kitobs.transport.http import ScopeHeaders, ServerInstruments, Tracer
+from kitobs.transport.http import (
+    BadRequest,
+    ScopeHeaders,
+    ServerInstruments,
+    Tracer,
+    decode_json_body,
+)
 from kitobs.transport.wsgi import Response, default_error_encoder
 
 if TYPE_CHECKING:
@@ -49,6 +55,7 @@ __all__ = [
     "Server",
     "Response",
     "decode_json",
+    "BadRequest",
     "encode_json",
     # Types
     "Scope",
@@ -196,8 +203,13 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 def decode_json(scope: Scope, body: bytes) -> Any:
-    """decode_json decodes a JSON request body, e.g. ``{"a": 1}``; an empty body gives None."""
-    return json.loads(body) if body else None
+    """decode_json decodes a JSON request body, e.g. ``{"a": 1}``; an empty body gives None.
+
+    Raises:
+        BadRequest: the body is not JSON (the default error encoder answers 400 with a message
+            that says so).
+    """
+    return decode_json_body(body)
 
 
 def encode_json(response: Any) -> Response:

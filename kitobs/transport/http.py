@@ -23,6 +23,7 @@ thin. Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, MutableMapping
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from kitobs.metrics import Gauge, Histogram, Provider
 
 __all__ = [
+    # Request errors
+    "BadRequest",
+    "decode_json_body",
     # Labels
     "method",
     "route",
@@ -63,6 +67,38 @@ _STATUS = {code: str(code) for code in range(100, 600)}
 # Past this many label sets a transport stops caching bound children (the provider's own
 # cardinality guard still applies); it only bounds this module's memory.
 _CACHE_MAX = 2048
+
+
+class BadRequest(ValueError):
+    """BadRequest is a request the client got wrong, e.g. a body that is not JSON; status 400.
+
+    Its message is safe to send back: it says what is wrong with the request without quoting it
+    or the server's internals. The decoding error, if any, is its ``__cause__``. The servers'
+    default error encoders answer it with status 400 (its ``status_code``).
+    """
+
+    status_code = 400
+
+
+def decode_json_body(body: bytes) -> Any:
+    """decode_json_body parses a JSON request body, e.g. ``b'{"a": 1}'``; empty gives None.
+
+    Raises:
+        BadRequest: the body is not UTF-8 JSON, or nests too deeply to parse.
+    """
+    if not body:
+        return None
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as err:
+        # The parser's message is fixed text ("Expecting value"), never the body itself.
+        raise BadRequest(
+            f"request body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise BadRequest("request body is not valid JSON: not UTF-8 text") from err
+    except RecursionError as err:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from err
 
 
 def method(raw: str) -> str:

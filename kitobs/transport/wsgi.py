@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
 from kitobs.errors import ConfigError
-from kitobs.transport.http import EnvironHeaders, ServerInstruments, Tracer
+from kitobs.transport.http import (
+    BadRequest,
+    EnvironHeaders,
+    ServerInstruments,
+    Tracer,
+    decode_json_body,
+)
 
 if TYPE_CHECKING:
     from kitobs.metrics import Provider
@@ -49,6 +55,7 @@ __all__ = [
     "Response",
     "read_body",
     "decode_json",
+    "BadRequest",
     "encode_json",
     "default_error_encoder",
     # Types
@@ -209,9 +216,13 @@ def read_body(environ: Environ) -> bytes:
 
 
 def decode_json(environ: Environ) -> Any:
-    """decode_json decodes a JSON request body, e.g. ``{"a": 1}``; an empty body gives None."""
-    body = read_body(environ)
-    return json.loads(body) if body else None
+    """decode_json decodes a JSON request body, e.g. ``{"a": 1}``; an empty body gives None.
+
+    Raises:
+        BadRequest: the body is not JSON (`default_error_encoder` answers 400 with a message
+            that says so).
+    """
+    return decode_json_body(read_body(environ))
 
 
 def encode_json(response: Any) -> Response:

@@ -286,3 +286,42 @@ def test_forked_child_of_a_buffered_logger_does_not_repeat_the_parents_lines(
     logger.close()
     lines = sorted(path.read_text().splitlines())
     assert lines == ["level=info who=child", "level=info who=parent-before"]
+
+
+@pytest.mark.parametrize(
+    ("how", "value", "stream"),
+    [
+        pytest.param("config", "STDERR", "stderr", id="config-upper"),
+        pytest.param("config", " Stdout ", "stdout", id="config-blanks"),
+        pytest.param("new", "StdErr", "stderr", id="new-mixed"),
+    ],
+)
+def test_stream_names_ignore_case(tmp_path: Path, how: str, value: str, stream: str) -> None:
+    # A subprocess: the streams are the process's real file descriptors.
+    if how == "config":
+        build = "from kitobs.config import load; logger = log.from_settings(load(search=False).log)"
+    else:
+        build = f"logger = log.new({value!r})"
+    script = (
+        f"from kitobs import log\n{build}\nlogger.info('msg', 'to the stream')\nlogger.close()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "KITOBS_LOG_OUTPUT": value},
+        timeout=60,
+        check=True,
+    )
+    written = proc.stderr if stream == "stderr" else proc.stdout
+    assert 'msg="to the stream"' in written
+    assert list(tmp_path.iterdir()) == []  # no file named after the stream
+
+
+def test_a_file_named_like_a_stream_is_written_with_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "stderr"
+    logger = log.new(str(path), time_format="none")
+    logger.info("msg", "to the file")
+    logger.close()
+    assert path.read_text() == 'level=info msg="to the file"\n'

@@ -168,3 +168,31 @@ def test_asgi_server_unknown_route_is_unmatched(asgi_server: Served) -> None:
         DURATION, 1, http_request_method="GET", http_route="unmatched",
         http_response_status_code="404", url_scheme="http",
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(
+            b"{not json",
+            "request body is not valid JSON: Expecting property name enclosed in double quotes"
+            " at line 1 column 2",
+            id="malformed",
+        ),
+        pytest.param(b"\xc3\x28", "request body is not valid JSON: not UTF-8 text", id="not-utf8"),
+        pytest.param(
+            b"[" * 200_000, "request body is not valid JSON: nested too deeply", id="too-deep"
+        ),
+    ],
+)
+def test_asgi_decode_json_answers_a_bad_body_with_400(
+    asgi_server: Served, body: bytes, message: str
+) -> None:
+    response = httpx.post(f"{asgi_server.base}/sum", content=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+    asgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/sum",
+        http_response_status_code="400", url_scheme="http",
+        error_type="kitobs.transport.http.BadRequest",
+    )  # fmt: skip

@@ -88,13 +88,40 @@ def test_server_hooks_and_custom_error_encoder(wsgi_server: Served) -> None:
     assert failed.json() == {"kind": "_Overflow", "detail": "too big"}
     assert "x-tag-seen" not in failed.headers  # after hooks run on successes only
     broken = httpx.post(f"{base}/tagged", content=b"{not json")
-    assert (broken.status_code, broken.json()["kind"]) == (418, "JSONDecodeError")
+    assert (broken.status_code, broken.json()["kind"]) == (418, "BadRequest")
     wsgi_server.wait_metric(
         DURATION, 1, http_request_method="POST", http_route="/tagged",
         http_response_status_code="418", url_scheme="http",
-        error_type="json.decoder.JSONDecodeError",
+        error_type="kitobs.transport.http.BadRequest",
     )  # fmt: skip
     wsgi_server.wait_metric(
         DURATION, 1, http_request_method="POST", http_route="/tagged",
         http_response_status_code="418", url_scheme="http",
+    )  # fmt: skip
+
+
+BAD_BODIES = [
+    pytest.param(
+        b'{"a": 1, "b": ',
+        "request body is not valid JSON: Expecting value at line 1 column 15",
+        id="truncated",
+    ),
+    pytest.param(b"\xc3\x28", "request body is not valid JSON: not UTF-8 text", id="not-utf8"),
+    pytest.param(
+        b"[" * 200_000, "request body is not valid JSON: nested too deeply", id="too-deep"
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_BODIES)
+def test_decode_json_answers_a_bad_body_with_400(
+    wsgi_server: Served, body: bytes, message: str
+) -> None:
+    response = httpx.post(f"{wsgi_server.base}/sum", content=body)
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+    wsgi_server.wait_metric(
+        DURATION, 1, http_request_method="POST", http_route="/sum",
+        http_response_status_code="400", url_scheme="http",
+        error_type="kitobs.transport.http.BadRequest",
     )  # fmt: skip
