@@ -128,9 +128,17 @@ class Sketch(Bound):
         self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
-        """observe adds *value* to its bucket; NaN and infinities are ignored."""
-        if not math.isfinite(value):
-            return
+        """observe adds *value* to its bucket; NaN and infinities are dropped and counted."""
+        try:
+            if value - value == 0.0:
+                value = float(value)
+                self._add(value)
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(value)
+
+    def _add(self, value: float) -> None:
         with self._lock:
             self.count += 1
             self.sum += value
@@ -223,6 +231,7 @@ class Provider(Pages, Declaring):
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
         for signal in SELF_SIGNALS:
             self._dropped_family.labels(signal, "queue_full")
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._server: Server | None = None
         if listen:
@@ -261,7 +270,7 @@ class Provider(Pages, Declaring):
                     "type": decl.kind,
                     "help": decl.help,
                     "series": [
-                        {"labels": self._labels(decl, values), "value": value}
+                        {"labels": self._labels(decl, values), "value": _number(value)}
                         for values, value in samples
                     ],
                 }
@@ -292,19 +301,19 @@ class Provider(Pages, Declaring):
         series: list[dict[str, Any]] = []
         if fam.callback is not None:
             for values, value in callback_samples(fam):
-                series.append({"labels": self._labels(decl, values), "value": value})
+                series.append({"labels": self._labels(decl, values), "value": _number(value)})
         else:
             for values, child in tuple(fam.series.items()):
                 entry: dict[str, Any] = {"labels": self._labels(decl, values)}
                 if isinstance(child, Sketch):
                     entry["count"] = child.count
-                    entry["sum"] = child.sum
+                    entry["sum"] = _number(child.sum)
                     entry["quantiles"] = {
                         repr(q): _finite(child.quantile(q)) for q in self.quantiles
                     }
                     entry["cumulative"] = True
                 elif isinstance(child, CounterValue | GaugeValue):
-                    entry["value"] = child.value
+                    entry["value"] = _number(child.value)
                 series.append(entry)
         out["series"] = series
         return out
@@ -330,3 +339,12 @@ class Provider(Pages, Declaring):
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _number(value: float) -> float | str:
+    """A value as strict JSON allows: a finite number, else Prometheus' "NaN", "+Inf", "-Inf"."""
+    if value - value == 0.0:
+        return value
+    if value == math.inf:
+        return "+Inf"
+    return "-Inf" if value == -math.inf else "NaN"
