@@ -662,8 +662,18 @@ class Core:
 
         Raises:
             DuplicateMetricError: the name was declared before with another shape.
-            ConfigError: a declared label is also a common label.
+            ConfigError: a declared label is also a common label, or the name is one of the
+                process collector's (`kitobs.contract.PROCESS_FAMILIES`).
         """
+        family = decl.prometheus_name
+        if decl.kind == "counter":
+            family = family.removesuffix("_total")
+        if family in PROCESS_FAMILIES and not _builtin(decl):
+            raise ConfigError(
+                f"metric {decl.name!r}: {family!r} is a process metric kitobs exports "
+                f"itself (process_metrics); two families of one name break the scrape",
+                allowed=f"another name, e.g. with your service's prefix: {'myapp_' + decl.name!r}",
+            )
         with self._lock:
             known = self._metrics.get(decl.name)
             if known is not None:
@@ -676,16 +686,6 @@ class Core:
                         f"buckets={decl.buckets}"
                     )
                 return cast("_F", metric)
-            family = decl.prometheus_name
-            if decl.kind == "counter":
-                family = family.removesuffix("_total")
-            if family in PROCESS_FAMILIES and not _builtin(decl):
-                raise ConfigError(
-                    f"metric {decl.name!r}: {family!r} is a process metric kitobs exports "
-                    f"itself (process_metrics); two families of one name break the scrape",
-                    allowed="another name, e.g. with your service's prefix: "
-                    f"{'myapp_' + decl.name!r}",
-                )
             clash = set(decl.labels) & set(self.common_names)
             if clash:
                 raise ConfigError(
