@@ -3,7 +3,8 @@
 The page holds the command line (arguments that look like credentials redacted), process facts,
 and every metric under its Prometheus name with its series' labels nested. Histograms report
 count, sum and the configured quantiles, computed from a log-bucket sketch with 0.5% relative
-error; the figures are cumulative since the process started (not windowed).
+error; the figures are cumulative since the process started (not windowed). The page is strict
+JSON: a non-finite gauge value (from a callback) is the string ``"NaN"``, ``"+Inf"`` or ``"-Inf"``.
 
 Example::
 
@@ -319,7 +320,7 @@ class Provider(Pages, Declaring):
         return out
 
     def page(self) -> bytes:
-        """page renders the snapshot as JSON bytes."""
+        """page renders the snapshot as strict JSON bytes (no ``NaN`` or ``Infinity`` tokens)."""
         return json.dumps(self.snapshot(), indent=1, sort_keys=False, default=str).encode()
 
     def _page(self, accept: str) -> tuple[bytes, str]:
