@@ -70,7 +70,7 @@ class CounterChild(Bound):
     def add(self, delta: float = 1.0) -> None:
         """add adds *delta* through the OTel instrument; negative or non-finite is dropped."""
         try:
-            if 0.0 <= delta < 1e999:  # 1e999 is +inf: False for infinities and NaN too
+            if delta >= 0.0 and delta < 1e999:  # 1e999 is +inf: False for infinities and NaN too
                 self._add(float(delta), self._attrs)
                 return
         except Exception:  # not a number: dropped below, never raised
