@@ -49,6 +49,8 @@ __all__ = [
     "TELEMETRY_DROPPED",
     "LABEL_SETS_FOLDED",
     "ALL",
+    "RECORD_DROP_REASONS",
+    "PROCESS_FAMILIES",
     "OUTCOMES",
     "UNMATCHED_ROUTE",
     "OTHER_METHOD",
@@ -286,6 +288,31 @@ ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...]
     LABEL_SETS_FOLDED,
 )
 
+#: RECORD_DROP_REASONS are the ``reason`` values of ``kitobs_telemetry_dropped_total{signal=
+#: "metrics"}`` that every metrics backend counts when a recording is dropped, with their meaning.
+#: Every provider has both series from the start (at zero).
+RECORD_DROP_REASONS: dict[str, str] = {
+    "invalid_value": "a value that is not a finite number, or a negative counter delta",
+    "unbound_labels": "add, set or observe on a labelled metric without binding its labels",
+}
+
+#: PROCESS_FAMILIES are the metric families of the process collector (`kitobs.metrics.process`,
+#: prometheus_client's names, counters without ``_total``); a declared metric may not take one.
+PROCESS_FAMILIES: frozenset[str] = frozenset(
+    {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_start_time_seconds",
+        "process_open_fds",
+        "process_max_fds",
+        "python_gc_objects_collected",
+        "python_gc_objects_uncollectable",
+        "python_gc_collections",
+        "python_info",
+    }
+)
+
 
 def reference() -> str:
     """reference renders the contract as Markdown, e.g. for ``docs/metric-names.md``.
@@ -318,6 +345,12 @@ def reference() -> str:
         + " (statsd: timers in milliseconds). `http_route` is the route template, "
         f"`{UNMATCHED_ROUTE}` when no route matched; unknown HTTP methods are `{OTHER_METHOD}`; "
         "status codes are strings. Process and runtime metrics use prometheus_client's names "
-        "(`process_*`, `python_gc_*`, `python_info`).",
+        "(`process_*`, `python_gc_*`, `python_info`); a declared metric may not take one of "
+        "those names.",
+        "",
+        '`kitobs_telemetry_dropped_total{signal="metrics"}` counts recordings every backend '
+        "drops, by `reason`: "
+        + "; ".join(f"`{reason}`: {meaning}" for reason, meaning in RECORD_DROP_REASONS.items())
+        + ". Other reasons belong to one backend or signal (e.g. `queue_full`, `push_failed`).",
     ]
     return "\n".join(lines) + "\n"

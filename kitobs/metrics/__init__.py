@@ -19,8 +19,15 @@ can be bound later; a label never bound is recorded as the empty string, which P
 as absent: use it for optional labels such as ``error_type``). ``labels("fast")`` binds the
 remaining labels by position. Binding an unknown name or the wrong number of values raises
 `kitobs.errors.ConfigError` naming the metric, the expected labels and what was given, at bind
-time; recording (``add``, ``set``, ``observe``) never raises. Binding is cached per tuple of
-values, so ``counter.labels("GET", "200").add()`` on the hot path costs a dict lookup.
+time. A ``None`` label value is the absent label. Binding is cached per tuple of values, so
+``counter.labels("GET", "200").add()`` on the hot path costs a dict lookup. Declaring a metric
+named like a process metric (``process_open_fds``, `kitobs.contract.PROCESS_FAMILIES`) raises
+`kitobs.errors.ConfigError`.
+
+Recording (``add``, ``set``, ``observe``) never raises. Every backend drops a value that is not a
+finite number and a negative counter delta (``reason="invalid_value"``), and a recording on a
+labelled metric whose labels were never bound (``reason="unbound_labels"``): each is counted in
+``kitobs_telemetry_dropped_total{signal="metrics",reason}`` and warned once per metric.
 
 Cardinality guard: past ``max_label_sets`` distinct label sets on one metric, new label sets fold
 into one overflow series whose label values are all ``"_overflow"``; every fold is counted in

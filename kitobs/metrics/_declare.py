@@ -29,11 +29,13 @@ import sys
 import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
 from kitobs.config import DURATION_BUCKETS
 from kitobs.contract import (
     LABEL_SETS_FOLDED,
+    PROCESS_FAMILIES,
+    RECORD_DROP_REASONS,
     TELEMETRY_DROPPED,
     MetricKind,
     MetricSpec,
@@ -406,11 +408,23 @@ class Family(Generic[_C]):
         return self.labels(*[labels[name] for name in self.decl.labels])
 
     def default(self) -> _C:
-        """default gives the child with every label unbound (empty), used by an unbound add."""
+        """default gives what a family-level add, set or observe records on.
+
+        That is the one series of a label-less metric. A labelled metric records nothing
+        without its labels: there it is a sink that counts each call as dropped
+        (``reason="unbound_labels"``) and warns once.
+        """
         child = self._default
         if child is None:
-            child = self._default = self._bind(("",) * self.n)
+            if self.n:
+                child = self._default = cast("_C", _Unbound(self))
+            else:
+                child = self._default = self._bind(())
         return child
+
+    def reject(self, value: object) -> None:
+        """reject counts one recording of *value* dropped as ``invalid_value``; never raises."""
+        self._core.rejected(self.decl, "invalid_value", value)
 
     def check_names(self, labels: Mapping[str, object]) -> None:
         """check_names raises `ConfigError` unless every name in *labels* is a declared label."""
@@ -446,7 +460,8 @@ class Family(Generic[_C]):
         if cacheable:
             values = cast("tuple[str, ...]", raw)
         else:
-            values = tuple(str(v) for v in raw)
+            # None is no value: the label is absent, as if never bound.
+            values = tuple("" if v is None else str(v) for v in raw)
             child = self.series.get(values)  # one dict read: safe without the lock
             if child is not None:
                 return child
@@ -472,6 +487,28 @@ class Family(Generic[_C]):
             self.series[(OVERFLOW,) * self.n] = overflow
         self._core.folded(self.decl, values)
         return overflow
+
+
+class _Unbound:
+    """_Unbound is the `Family.default` of a labelled family: it drops and counts every call."""
+
+    __slots__ = ("_family",)
+
+    def __init__(self, family: Family[Any]) -> None:
+        self._family = family
+
+    def _drop(self) -> None:
+        family = self._family
+        family._core.rejected(family.decl, "unbound_labels", None)
+
+    def add(self, delta: float = 1.0) -> None:
+        self._drop()
+
+    def set(self, value: float) -> None:
+        self._drop()
+
+    def observe(self, value: float) -> None:
+        self._drop()
 
 
 class Partial(Generic[_C]):
@@ -539,7 +576,7 @@ class CounterFamily(Family[_CC]):
     __slots__ = ()
 
     def add(self, delta: float = 1.0) -> None:
-        """add records on the series with every label empty."""
+        """add records on a label-less counter; with labels it is dropped (bind them first)."""
         self.default().add(delta)
 
 
@@ -549,11 +586,11 @@ class GaugeFamily(Family[_GC]):
     __slots__ = ()
 
     def set(self, value: float) -> None:
-        """set records on the series with every label empty."""
+        """set records on a label-less gauge; with labels it is dropped (bind them first)."""
         self.default().set(value)
 
     def add(self, delta: float = 1.0) -> None:
-        """add records on the series with every label empty."""
+        """add records on a label-less gauge; with labels it is dropped (bind them first)."""
         self.default().add(delta)
 
 
@@ -563,7 +600,7 @@ class HistogramFamily(Family[_HC]):
     __slots__ = ()
 
     def observe(self, value: float) -> None:
-        """observe records on the series with every label empty."""
+        """observe records on a label-less histogram; with labels it is dropped (bind them)."""
         self.default().observe(value)
 
 
@@ -580,6 +617,7 @@ class Core:
         "_folded",
         "_lock",
         "_metrics",
+        "_rejects",
         "_warned",
         "common",
         "common_names",
@@ -616,6 +654,7 @@ class Core:
         self._metrics: dict[str, tuple[Declaration, object]] = {}
         self._warned: set[str] = set()
         self._folded: Counter | None = None
+        self._rejects: dict[str, Counter] = {}
         self._lock = threading.Lock()
 
     def declare(self, decl: Declaration, make: Callable[[Declaration], _F]) -> _F:
@@ -623,8 +662,18 @@ class Core:
 
         Raises:
             DuplicateMetricError: the name was declared before with another shape.
-            ConfigError: a declared label is also a common label.
+            ConfigError: a declared label is also a common label, or the name is one of the
+                process collector's (`kitobs.contract.PROCESS_FAMILIES`).
         """
+        family = decl.prometheus_name
+        if decl.kind == "counter":
+            family = family.removesuffix("_total")
+        if family in PROCESS_FAMILIES and not _builtin(decl):
+            raise ConfigError(
+                f"metric {decl.name!r}: {family!r} is a process metric kitobs exports "
+                f"itself (process_metrics); two families of one name break the scrape",
+                allowed=f"another name, e.g. with your service's prefix: {'myapp_' + decl.name!r}",
+            )
         with self._lock:
             known = self._metrics.get(decl.name)
             if known is not None:
@@ -667,6 +716,48 @@ class Core:
                 return decl, metric
         return None
 
+    def set_dropped(self, dropped: Callable[[str, str], Counter]) -> None:
+        """set_dropped wires the backend's ``dropped`` for the recording drops, present at 0.
+
+        Each of `kitobs.contract.RECORD_DROP_REASONS` gets its ``signal="metrics"`` child now.
+        """
+        self._rejects = {reason: dropped("metrics", reason) for reason in RECORD_DROP_REASONS}
+
+    def rejected(self, decl: Declaration, reason: str, value: object) -> None:
+        """rejected counts one recording dropped for *reason*; warns once per metric and reason.
+
+        It is called from the recording path, so it never raises.
+        """
+        with contextlib.suppress(Exception):
+            counter = self._rejects.get(reason)
+            if counter is not None:
+                counter.add(1.0)
+            key = f"{reason}:{decl.name}"
+            if key in self._warned:
+                return
+            self._warned.add(key)
+            if reason == "unbound_labels":
+                msg = (
+                    "metric has labels but was recorded without them; nothing is recorded: "
+                    "bind them with labels(...) or with_labels(...)"
+                )
+                detail: object = decl.labels
+            else:
+                msg = "metric value dropped: not a finite number (or a negative counter delta)"
+                detail = repr(value)[:100]
+            self.logger.log(
+                "level",
+                "warn",
+                "msg",
+                msg,
+                "metric",
+                decl.prometheus_name,
+                "reason",
+                reason,
+                "labels" if reason == "unbound_labels" else "value",
+                detail,
+            )
+
     def set_folded(self, counter: Counter) -> None:
         """set_folded wires ``kitobs_label_sets_folded_total`` once the backend declared it."""
         self._folded = counter
@@ -692,6 +783,13 @@ class Core:
                     "labels",
                     dict(zip(decl.labels, values, strict=True)),
                 )
+
+
+def _builtin(decl: Declaration) -> bool:
+    """Whether *decl* is one of the process collector's own declarations (not a user's)."""
+    from kitobs.metrics.process import DECLARATIONS  # here: process imports this module
+
+    return any(decl is known for known in DECLARATIONS)
 
 
 class Declaring:

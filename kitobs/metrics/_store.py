@@ -3,16 +3,24 @@
 The prometheus, pushgateway and expvar backends keep their values in these. Each child caches
 its rendered label block (``key``) so an exposition is string joins, not formatting.
 
+Recording never raises and never poisons a series: a value that is not a finite number (NaN,
+an infinity, a string, None) or a negative counter delta is dropped and counted through
+`kitobs.metrics._declare.Family.reject` (``reason="invalid_value"``). The checks are short:
+``delta >= 0.0 and delta < 1e999`` (``1e999`` is the constant +inf; two plain comparisons cost
+less than a chained one) is False for negatives, infinities and NaN; ``value - value == 0.0`` is
+False for infinities and NaN; anything that is not a number raises inside the ``try``, which
+costs nothing when nothing is raised.
+
 Updates are lock-free where `kitobs.metrics._declare.LOCK_FREE` holds (see there why that is
 safe) and take a per-child lock otherwise; `children` picks the classes once, at construction.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 import threading
 import time
+from bisect import bisect_left  # a module global: one look-up less per observe
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -61,10 +69,15 @@ class CounterValue(Bound):
         self.created = time.time()
 
     def add(self, delta: float = 1.0) -> None:
-        """add increases the value; a negative or NaN delta is ignored (never raised)."""
-        if delta >= 0.0:
-            # Lock-free: see _declare.LOCK_FREE. Never raises for numbers.
-            self.value += delta
+        """add increases the value; a negative or non-finite delta is dropped and counted."""
+        try:
+            if delta >= 0.0 and delta < 1e999:
+                # Lock-free: see _declare.LOCK_FREE.
+                self.value += delta
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(delta)
 
 
 class LockedCounterValue(CounterValue):
@@ -78,9 +91,14 @@ class LockedCounterValue(CounterValue):
 
     def add(self, delta: float = 1.0) -> None:
         """add increases the value under the child's lock."""
-        if delta >= 0.0:
-            with self._lock:
-                self.value += delta
+        try:
+            if delta >= 0.0 and delta < 1e999:
+                with self._lock:
+                    self.value += delta
+                return
+        except Exception:  # likewise
+            pass
+        self._family.reject(delta)
 
 
 class GaugeValue(Bound):
@@ -96,12 +114,24 @@ class GaugeValue(Bound):
         self.created = time.time()
 
     def set(self, value: float) -> None:
-        """set replaces the value."""
-        self.value = float(value)
+        """set replaces the value; a non-finite one is dropped and counted."""
+        try:
+            if value - value == 0.0:
+                self.value = value + 0.0  # a float, and cheaper than float(value)
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(value)
 
     def add(self, delta: float = 1.0) -> None:
-        """add changes the value by *delta*."""
-        self.value += delta
+        """add changes the value by *delta*; a non-finite one is dropped and counted."""
+        try:
+            if delta - delta == 0.0:
+                self.value += delta
+                return
+        except Exception:  # likewise
+            pass
+        self._family.reject(delta)
 
 
 class LockedGaugeValue(GaugeValue):
@@ -115,13 +145,26 @@ class LockedGaugeValue(GaugeValue):
 
     def set(self, value: float) -> None:
         """set replaces the value under the child's lock."""
-        with self._lock:
-            self.value = float(value)
+        try:
+            if value - value == 0.0:
+                value = value + 0.0
+                with self._lock:
+                    self.value = value
+                return
+        except Exception:  # likewise
+            pass
+        self._family.reject(value)
 
     def add(self, delta: float = 1.0) -> None:
         """add changes the value under the child's lock."""
-        with self._lock:
-            self.value += delta
+        try:
+            if delta - delta == 0.0:
+                with self._lock:
+                    self.value += delta
+                return
+        except Exception:  # likewise
+            pass
+        self._family.reject(delta)
 
 
 class HistogramValue(Bound):
@@ -150,11 +193,20 @@ class HistogramValue(Bound):
         self.created = time.time()
 
     def observe(self, value: float) -> None:
-        """observe counts *value* in its bucket and adds it to the sum; NaN is ignored."""
-        if value == value:  # NaN would poison the sum
-            # Lock-free: see _declare.LOCK_FREE; list item and attribute += are C operations.
-            self.counts[bisect.bisect_left(self.bounds, value)] += 1
-            self.sum += value
+        """observe counts *value* in its bucket and adds it to the sum.
+
+        A non-finite value is dropped and counted: +Inf then -Inf would leave the sum NaN.
+        """
+        try:
+            if value - value == 0.0:
+                # Lock-free: see _declare.LOCK_FREE; list item and attribute += are C operations.
+                # The sum first: if it raises (a number float cannot add), nothing is counted.
+                self.sum += value
+                self.counts[bisect_left(self.bounds, value)] += 1
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(value)
 
     def snapshot(self) -> tuple[list[int], float]:
         """snapshot gives the bucket counts (not cumulative) and the sum."""
@@ -178,11 +230,16 @@ class LockedHistogramValue(HistogramValue):
 
     def observe(self, value: float) -> None:
         """observe counts *value* under the child's lock."""
-        if value == value:
-            i = bisect.bisect_left(self.bounds, value)
-            with self._lock:
-                self.counts[i] += 1
-                self.sum += value
+        try:
+            if value - value == 0.0:
+                i = bisect_left(self.bounds, value)
+                with self._lock:
+                    self.sum += value
+                    self.counts[i] += 1
+                return
+        except Exception:  # likewise
+            pass
+        self._family.reject(value)
 
     def snapshot(self) -> tuple[list[int], float]:
         """snapshot gives a consistent copy of counts and sum."""
@@ -210,17 +267,21 @@ class ExemplarHistogramValue(HistogramValue):
 
     def observe(self, value: float) -> None:
         """observe counts *value* and keeps the current span as the bucket's exemplar."""
-        if value != value:
-            return
-        i = bisect.bisect_left(self.bounds, value)
-        lock = self._locked
-        if lock is None:
-            self.counts[i] += 1
-            self.sum += value
-        else:
-            with lock:
-                self.counts[i] += 1
+        try:
+            if not value - value == 0.0:
+                raise ValueError(value)
+            i = bisect_left(self.bounds, value)
+            lock = self._locked
+            if lock is None:
                 self.sum += value
+                self.counts[i] += 1
+            else:
+                with lock:
+                    self.sum += value
+                    self.counts[i] += 1
+        except Exception:  # not a finite number: dropped and counted, never raised
+            self._family.reject(value)
+            return
         try:
             ids = self._context()
         except Exception:  # a broken context function must not break recording

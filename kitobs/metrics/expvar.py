@@ -3,7 +3,8 @@
 The page holds the command line (arguments that look like credentials redacted), process facts,
 and every metric under its Prometheus name with its series' labels nested. Histograms report
 count, sum and the configured quantiles, computed from a log-bucket sketch with 0.5% relative
-error; the figures are cumulative since the process started (not windowed).
+error; the figures are cumulative since the process started (not windowed). The page is strict
+JSON: a non-finite gauge value (from a callback) is the string ``"NaN"``, ``"+Inf"`` or ``"-Inf"``.
 
 Example::
 
@@ -128,9 +129,17 @@ class Sketch(Bound):
         self._lock = threading.Lock()
 
     def observe(self, value: float) -> None:
-        """observe adds *value* to its bucket; NaN and infinities are ignored."""
-        if not math.isfinite(value):
-            return
+        """observe adds *value* to its bucket; NaN and infinities are dropped and counted."""
+        try:
+            if value - value == 0.0:
+                value = float(value)
+                self._add(value)
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(value)
+
+    def _add(self, value: float) -> None:
         with self._lock:
             self.count += 1
             self.sum += value
@@ -226,6 +235,7 @@ class Provider(Pages, Declaring):
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
         for signal in SELF_SIGNALS:
             self._dropped_family.labels(signal, "queue_full")
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._server: Server | None = None
         if listen:
@@ -269,7 +279,7 @@ class Provider(Pages, Declaring):
                     "type": decl.kind,
                     "help": decl.help,
                     "series": [
-                        {"labels": self._labels(decl, values), "value": value}
+                        {"labels": self._labels(decl, values), "value": _number(value)}
                         for values, value in samples
                     ],
                 }
@@ -300,25 +310,25 @@ class Provider(Pages, Declaring):
         series: list[dict[str, Any]] = []
         if fam.callback is not None:
             for values, value in callback_samples(fam):
-                series.append({"labels": self._labels(decl, values), "value": value})
+                series.append({"labels": self._labels(decl, values), "value": _number(value)})
         else:
             for values, child in tuple(fam.series.items()):
                 entry: dict[str, Any] = {"labels": self._labels(decl, values)}
                 if isinstance(child, Sketch):
                     entry["count"] = child.count
-                    entry["sum"] = child.sum
+                    entry["sum"] = _number(child.sum)
                     entry["quantiles"] = {
                         repr(q): _finite(child.quantile(q)) for q in self.quantiles
                     }
                     entry["cumulative"] = True
                 elif isinstance(child, CounterValue | GaugeValue):
-                    entry["value"] = child.value
+                    entry["value"] = _number(child.value)
                 series.append(entry)
         out["series"] = series
         return out
 
     def page(self) -> bytes:
-        """page renders the snapshot as JSON bytes."""
+        """page renders the snapshot as strict JSON bytes (no ``NaN`` or ``Infinity`` tokens)."""
         return json.dumps(self.snapshot(), indent=1, sort_keys=False, default=str).encode()
 
     def _page(self, accept: str) -> tuple[bytes, str]:
@@ -338,3 +348,12 @@ class Provider(Pages, Declaring):
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _number(value: float) -> float | str:
+    """A value as strict JSON allows: a finite number, else Prometheus' "NaN", "+Inf", "-Inf"."""
+    if value - value == 0.0:
+        return value
+    if value == math.inf:
+        return "+Inf"
+    return "-Inf" if value == -math.inf else "NaN"

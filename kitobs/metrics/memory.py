@@ -55,8 +55,17 @@ class HistogramValue(Bound):
         self.observations: list[float] = []
 
     def observe(self, value: float) -> None:
-        """observe keeps *value* (list.append is atomic, so no lock is needed)."""
-        self.observations.append(value)
+        """observe keeps *value* (list.append is atomic, so no lock is needed).
+
+        A value that is not a finite number is dropped and counted, as on every backend.
+        """
+        try:
+            if value - value == 0.0:
+                self.observations.append(float(value))
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(value)
 
 
 #: Counter is a memory counter.
@@ -94,6 +103,7 @@ class Provider(Declaring):
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
         for signal in SELF_SIGNALS:
             self._dropped_family.labels(signal, "queue_full")
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:

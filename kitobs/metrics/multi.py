@@ -93,6 +93,8 @@ class Provider:
         self.members: tuple[ProviderProtocol, ...] = members
         # Common labels are the members' business (each adds its own); none here.
         self._core = Core(max_label_sets=max_label_sets, logger=logger)
+        # A binding mistake on this provider is counted once on every member.
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
 
     def counter(

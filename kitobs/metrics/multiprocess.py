@@ -211,19 +211,35 @@ class Slot(Bound):
         self._exemplar_offsets: list[int] = []
 
     def add(self, delta: float = 1.0) -> None:
-        """add changes the value (a counter ignores negative deltas)."""
-        if delta < 0.0 and self._family.decl.kind == "counter":
-            return
-        self._owner.write(self, 0, delta, False)
+        """add changes the value; a non-finite delta (or a counter's negative) is dropped."""
+        try:
+            if delta - delta == 0.0 and (delta >= 0.0 or self._family.decl.kind != "counter"):
+                self._owner.write(self, 0, float(delta), False)
+                return
+        except Exception:  # not a number: dropped and counted below, never raised
+            pass
+        self._family.reject(delta)
 
     def set(self, value: float) -> None:
-        """set replaces a gauge's value."""
-        self._owner.write(self, 0, value, True)
+        """set replaces a gauge's value; a non-finite one is dropped and counted."""
+        try:
+            if value - value == 0.0:
+                self._owner.write(self, 0, float(value), True)
+                return
+        except Exception:  # likewise
+            pass
+        self._family.reject(value)
 
     def observe(self, value: float) -> None:
-        """observe counts *value* in its bucket and adds it to the sum; NaN is ignored."""
-        if value == value:
-            self._owner.observe(self, bisect.bisect_left(self.bounds, value), value)
+        """observe counts *value* in its bucket and adds it to the sum; non-finite is dropped."""
+        try:
+            if value - value == 0.0:
+                value = float(value)
+                self._owner.observe(self, bisect.bisect_left(self.bounds, value), value)
+                return
+        except Exception:  # likewise
+            pass
+        self._family.reject(value)
 
 
 class ExemplarSlot(Slot):
@@ -248,7 +264,12 @@ class ExemplarSlot(Slot):
 
     def observe(self, value: float) -> None:
         """observe counts *value* and keeps the current span's ids as its bucket's exemplar."""
-        if value != value:
+        try:
+            if not value - value == 0.0:
+                raise ValueError(value)
+            value = float(value)
+        except Exception:  # not a finite number: dropped and counted, never raised
+            self._family.reject(value)
             return
         bucket = bisect.bisect_left(self.bounds, value)
         self._owner.observe(self, bucket, value)
@@ -316,6 +337,7 @@ class Provider(Pages, Declaring):
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
         for signal in SELF_SIGNALS:
             self._dropped_family.labels(signal, "queue_full")
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._server: Server | None = None
         if listen:

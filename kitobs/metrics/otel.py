@@ -68,9 +68,14 @@ class CounterChild(Bound):
         inst.add(0, self._attrs)  # a bound series exists at zero, as in Prometheus
 
     def add(self, delta: float = 1.0) -> None:
-        """add adds *delta* (not negative) through the OTel instrument."""
-        if delta >= 0.0:
-            self._add(delta, self._attrs)
+        """add adds *delta* through the OTel instrument; negative or non-finite is dropped."""
+        try:
+            if delta >= 0.0 and delta < 1e999:  # 1e999 is +inf: False for infinities and NaN too
+                self._add(float(delta), self._attrs)
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(delta)
 
 
 class HistogramChild(Bound):
@@ -84,9 +89,14 @@ class HistogramChild(Bound):
         self._attrs = dict(attrs)
 
     def observe(self, value: float) -> None:
-        """observe records *value* through the OTel instrument; NaN is ignored."""
-        if value == value:
-            self._record(value, self._attrs)
+        """observe records *value* through the OTel instrument; non-finite is dropped."""
+        try:
+            if value - value == 0.0:
+                self._record(float(value), self._attrs)
+                return
+        except Exception:  # not a number: dropped below, never raised
+            pass
+        self._family.reject(value)
 
 
 #: Counter is an otel counter.
@@ -144,6 +154,7 @@ class Provider(Declaring):
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
         for signal in SELF_SIGNALS:
             self._dropped_family.labels(signal, "queue_full")
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         if process_metrics:
             self._process_instruments(ProcessCollector())

@@ -29,7 +29,7 @@ import time
 
 from kitobs.metrics._declare import Declaration, declaration
 
-__all__ = ["Collector", "Sample"]
+__all__ = ["DECLARATIONS", "Collector", "Sample"]
 
 #: Sample is one series of a collected metric: its label values (declared order) and value.
 Sample = tuple[tuple[str, ...], float]
@@ -77,6 +77,21 @@ _INFO = declaration(
     help="Python platform information",
 )
 
+#: DECLARATIONS are the metrics the collector reports; their names are
+#: `kitobs.contract.PROCESS_FAMILIES`, which no other metric may take.
+DECLARATIONS: tuple[Declaration, ...] = (
+    _CPU,
+    _RSS,
+    _VMS,
+    _START,
+    _FDS,
+    _MAX_FDS,
+    _GC_COLLECTED,
+    _GC_UNCOLLECTABLE,
+    _GC_COLLECTIONS,
+    _INFO,
+)
+
 
 class Collector:
     """Collector reads process and runtime figures, e.g. ``Collector().collect()``.
@@ -106,18 +121,7 @@ class Collector:
 
     def declarations(self) -> list[Declaration]:
         """declarations lists every metric this collector can report, e.g. for a push backend."""
-        return [
-            _CPU,
-            _RSS,
-            _VMS,
-            _START,
-            _FDS,
-            _MAX_FDS,
-            _GC_COLLECTED,
-            _GC_UNCOLLECTABLE,
-            _GC_COLLECTIONS,
-            _INFO,
-        ]
+        return list(DECLARATIONS)
 
     def collect(self) -> list[tuple[Declaration, list[Sample]]]:
         """collect reads every figure now; a figure that cannot be read is left out."""

@@ -110,6 +110,7 @@ class Provider(Pages, Declaring):
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
         for signal in SELF_SIGNALS:
             self._dropped_family.labels(signal, "queue_full")
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._registry = registry
         self._collector: Collector | None = None

@@ -644,6 +644,7 @@ class Provider:
         self._dropped = {r: dropped.labels("metrics", r) for r in DROP_REASONS}
         for signal in SELF_SIGNALS:
             dropped.labels(signal, "queue_full")
+        self._core.set_dropped(self.dropped)
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._process: tuple[ProcessCollector, dict[str, Family[Counter] | Family[Gauge]]] | None
         self._process = None

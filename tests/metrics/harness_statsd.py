@@ -135,7 +135,7 @@ class StatsdHarness:
             found = self.provider._core.lookup(name)
             order = found[0].labels if found else tuple(labels)
             # etsy name segments carry only [A-Za-z0-9_-]; the rest became "_" when sent.
-            values = (re.sub(r"[^\w\-]", "_", labels[k], flags=re.ASCII) for k in order)
+            values = (re.sub(r"[^\w\-]", "_", labels.get(k, ""), flags=re.ASCII) for k in order)
             return ".".join([dotted, *(v for v in values if v)])
         return dotted + "".join(f";{k}={v}" for k, v in sorted(labels.items()) if v)
 

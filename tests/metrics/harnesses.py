@@ -36,7 +36,7 @@ from kitobs.metrics import otel as otel_backend
 from kitobs.metrics import prometheus as prometheus_backend
 from kitobs.metrics import pushgateway as pushgateway_backend
 
-__all__ = ["HARNESSES", "Harness", "names"]
+__all__ = ["HARNESSES", "Harness", "names", "strict_json"]
 
 
 class Harness(Protocol):
@@ -63,6 +63,15 @@ class Harness(Protocol):
 def names(name: str, kind: str, unit: str = "") -> str:
     """names gives the Prometheus name, e.g. ``jobs`` counter → ``jobs_total``."""
     return contract.prometheus_name(name, unit, kind)  # type: ignore[arg-type]
+
+
+def _refuse_constant(token: str) -> float:
+    raise AssertionError(f"not strict JSON: {token}")
+
+
+def strict_json(text: str | bytes) -> Any:
+    """strict_json parses JSON, failing on the ``NaN``/``Infinity`` tokens json.dumps allows."""
+    return json.loads(text, parse_constant=_refuse_constant)
 
 
 def _match(sample_labels: dict[str, str], want: dict[str, str], ignore: set[str]) -> bool:
@@ -151,7 +160,9 @@ class _Memory:
         return teststat.HistogramReading(
             count=len(seen),
             sum=math.fsum(seen),
-            quantiles={q: self.provider.quantile(name, q, **labels) for q in teststat.QUANTILES},
+            quantiles={q: self.provider.quantile(name, q, **labels) for q in teststat.QUANTILES}
+            if seen
+            else {},
         )
 
     def close(self) -> None:
@@ -174,7 +185,7 @@ class _Expvar:
         self.provider = expvar_backend.Provider(quantiles=teststat.QUANTILES)
 
     def _series(self, full: str, labels: dict[str, str]) -> dict[str, Any] | None:
-        page = json.loads(self.provider.page())
+        page = strict_json(self.provider.page())
         for entry in page["metrics"].get(full, {}).get("series", []):
             if entry["labels"] == labels:
                 return dict(entry)
@@ -216,8 +227,9 @@ class _Otel:
                 for metric in sm.metrics:
                     if metric.name != otel_name:
                         continue
+                    want = {contract.otel_attribute(k): v for k, v in labels.items()}
                     for point in metric.data.data_points:
-                        if dict(point.attributes or {}) == labels:
+                        if dict(point.attributes or {}) == want:
                             return point
         return None
 

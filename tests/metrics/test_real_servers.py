@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from kitobs import contract
+from kitobs.errors import ConfigError
 from kitobs.metrics import prometheus, pushgateway
 from tests.support import servers
 
@@ -79,6 +80,30 @@ def test_prometheus_scrape_gives_exact_counter_and_buckets(
         prometheus_url, f'kitobs_endpoint_duration_seconds_count{{endpoint="{run}"}}'
     )
     assert [float(r["value"][1]) for r in count] == [6]
+
+
+def test_scrape_with_process_metrics_is_whole_as_a_process_name_is_refused(
+    app_port: int, prometheus_url: str
+) -> None:
+    """A user metric named like a process metric would make Prometheus reject the whole scrape
+    (two families of one name): it is refused at declaration, and the scrape arrives."""
+    run = uuid.uuid4().hex[:12]
+    p = _serve(app_port, process_metrics=True)
+    try:
+        for kind, name in (("gauge", "process_open_fds"), ("gauge", "python_info")):
+            with pytest.raises(ConfigError, match="is a process metric kitobs exports"):
+                getattr(p, kind)(name, help="Mine.")
+        p.gauge("kitobs_it_open_fds", help="Mine.", labels=("run",)).labels(run).set(3)
+        got = servers.wait_for_prometheus(
+            prometheus_url, f'kitobs_it_open_fds{{run="{run}"}}', timeout=60
+        )
+        assert [float(r["value"][1]) for r in got] == [3.0]
+        instance = got[0]["metric"]["instance"]
+        fds = servers.prometheus_query(prometheus_url, f'process_open_fds{{instance="{instance}"}}')
+        assert fds
+        assert float(fds[0]["value"][1]) > 0
+    finally:
+        p.close()
 
 
 def test_exemplars_reach_prometheus(app_port: int, prometheus_url: str) -> None:
