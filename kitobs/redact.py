@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from kitobs.config import DEFAULT_REDACT_KEYS
@@ -39,6 +40,7 @@ MARKER = "[REDACTED]"
 _DROP = str.maketrans("", "", "_-. ")
 # Verdicts kept per rule: past this many distinct keys a verdict is computed each time.
 _CACHE_MAX = 4096
+_CONTAINERS = (dict, list, tuple)
 # Containers nested deeper than this are replaced whole by the marker rather than walked.
 _DEPTH_MAX = 64
 
@@ -49,14 +51,19 @@ def normalise(key: str) -> str:
 
 
 class _Verdicts(dict[object, bool]):
-    """Key -> redacted?, filled on first sight; a hit is one C-level dict lookup."""
+    """Key -> redacted?, filled on first sight; a hit is one C-level dict lookup.
 
-    __slots__ = ("_allow", "_ends")
+    ``plain`` collects the keys found not secret, so ``mapping.keys() <= plain`` clears every key
+    of a mapping in one C call.
+    """
+
+    __slots__ = ("_allow", "_ends", "plain")
 
     def __init__(self, ends: tuple[str, ...], allow: frozenset[str]) -> None:
         super().__init__()
         self._ends = ends
         self._allow = allow
+        self.plain: set[str] = set()
 
     def __missing__(self, key: object) -> bool:
         if type(key) is not str:
@@ -65,6 +72,8 @@ class _Verdicts(dict[object, bool]):
         verdict = bool(self._ends) and norm.endswith(self._ends) and norm not in self._allow
         if len(self) < _CACHE_MAX:
             self[key] = verdict
+            if not verdict:
+                self.plain.add(key)
         return verdict
 
 
@@ -82,7 +91,7 @@ class Rule:
         ConfigError: a name that is empty (after normalising) or not a string.
     """
 
-    __slots__ = ("_verdicts", "is_redacted", "marker", "names")
+    __slots__ = ("_verdicts", "is_redacted", "known_plain", "marker", "names")
 
     def __init__(
         self,
@@ -99,6 +108,9 @@ class Rule:
         self._verdicts = _Verdicts(ends, allowed)
         #: is_redacted(key) -> bool, the cached verdict; the fastest way to ask.
         self.is_redacted: Callable[[object], bool] = self._verdicts.__getitem__
+        #: known_plain holds keys already found not secret (a cache, filled as keys are seen):
+        #: ``mapping.keys() <= rule.known_plain`` clears a whole mapping in one C call.
+        self.known_plain: set[str] = self._verdicts.plain
 
     def __call__(self, key: str) -> bool:
         """Say whether *key*'s value is redacted, e.g. ``rule("db.password")`` is True."""
@@ -110,15 +122,19 @@ class Rule:
         The value itself is returned when nothing in it is secret; otherwise a copy (plain dicts,
         lists and tuples) with each secret value replaced by the marker.
         """
-        return scrub(value, self.is_redacted, self.marker)
+        return scrub(value, self.is_redacted, self.marker, self.known_plain)
 
     def attributes(self, attributes: dict[str, Any]) -> dict[str, Any]:
         """Return span *attributes* with secret values replaced; the same dict when none are."""
-        verdict = self.is_redacted
-        if not any(map(verdict, attributes)):
+        if attributes.keys() <= self.known_plain:
             return attributes
-        marker = self.marker
-        return {k: marker if verdict(k) else v for k, v in attributes.items()}
+        secret = list(filter(self.is_redacted, attributes))  # C all the way on cached verdicts
+        if not secret:
+            return attributes
+        out = dict(attributes)
+        for key in secret:
+            out[key] = self.marker
+        return out
 
 
 def _normal_names(names: Iterable[str], key: str) -> tuple[str, ...]:
@@ -137,7 +153,12 @@ def _normal_names(names: Iterable[str], key: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def scrub(value: object, is_redacted: Callable[[str], bool], marker: str) -> object:
+def scrub(
+    value: object,
+    is_redacted: Callable[[str], bool],
+    marker: str,
+    known_plain: AbstractSet[str] = frozenset(),
+) -> object:
     """scrub returns *value* with secret keys' values inside dicts, lists and tuples replaced.
 
     For example ``scrub({"db": {"password": "x"}}, Rule(), "[REDACTED]")`` is
@@ -146,9 +167,30 @@ def scrub(value: object, is_redacted: Callable[[str], bool], marker: str) -> obj
     writes it), and one nested deeper than 64 levels is replaced whole by the marker, so the
     result can always be encoded without reaching a secret.
     """
-    if not isinstance(value, dict | list | tuple):
+    if not isinstance(value, _CONTAINERS) or not _secret_inside(value, is_redacted, known_plain, 0):
         return value
     return _scrub(value, is_redacted, marker, set(), 0)
+
+
+def _secret_inside(
+    value: object, is_redacted: Callable[[str], bool], plain: AbstractSet[str], depth: int
+) -> bool:
+    # A walk that allocates nothing: most values hold no secret key. Too deep (or a cycle) counts
+    # as secret, so the copying walk below cuts it.
+    if depth >= _DEPTH_MAX:
+        return True
+    if isinstance(value, dict):
+        if not value.keys() <= plain:
+            for k in value:
+                if k.__class__ is str and is_redacted(k):
+                    return True
+        items = value.values()
+    else:
+        items = value  # type: ignore[assignment]
+    for v in items:
+        if isinstance(v, _CONTAINERS) and _secret_inside(v, is_redacted, plain, depth + 1):
+            return True
+    return False
 
 
 def _scrub(
@@ -157,16 +199,17 @@ def _scrub(
     if depth >= _DEPTH_MAX:
         return marker
     ident = id(value)
+    if ident in path:
+        return "{...}" if isinstance(value, dict) else "[...]"
+    path.add(ident)
+    changed = False
+    new: object
     if isinstance(value, dict):
-        if ident in path:
-            return "{...}"
-        path.add(ident)
-        changed = False
         items: list[tuple[object, object]] = []
         for k, v in value.items():
-            if type(k) is str and is_redacted(k):
-                new: object = marker
-            elif isinstance(v, dict | list | tuple):
+            if k.__class__ is str and is_redacted(k):
+                new = marker
+            elif isinstance(v, _CONTAINERS):
                 new = _scrub(v, is_redacted, marker, path, depth + 1)
             else:
                 new = v
@@ -174,21 +217,12 @@ def _scrub(
             items.append((k, new))
         path.discard(ident)
         return dict(items) if changed else value
-    if isinstance(value, list | tuple):
-        if ident in path:
-            return "[...]"
-        path.add(ident)
-        changed = False
-        out: list[object] = []
-        for v in value:
-            if isinstance(v, dict | list | tuple):
-                new = _scrub(v, is_redacted, marker, path, depth + 1)
-            else:
-                new = v
-            changed = changed or new is not v
-            out.append(new)
-        path.discard(ident)
-        if not changed:
-            return value
-        return tuple(out) if isinstance(value, tuple) else out
-    return value
+    out: list[object] = []
+    for v in value:  # type: ignore[attr-defined]
+        new = _scrub(v, is_redacted, marker, path, depth + 1) if isinstance(v, _CONTAINERS) else v
+        changed = changed or new is not v
+        out.append(new)
+    path.discard(ident)
+    if not changed:
+        return value
+    return tuple(out) if isinstance(value, tuple) else out

@@ -24,6 +24,7 @@ from typing import Protocol, cast
 
 from kitobs.errors import ConfigError
 from kitobs.log.level import LEVELS, enabled, parse_level
+from kitobs.redact import Rule
 from kitobs.redact import scrub as _scrub
 
 __all__ = [
@@ -305,7 +306,17 @@ class _Family:
         # Dict, list and tuple values have the values of their own secret keys replaced.
         self.scrub: Callable[[object], object] | None = None
         if redacted is not None:
-            self.scrub = partial(_scrub, is_redacted=redacted, marker=marker)
+            # A Rule's cached verdicts are asked directly (a C call rather than its __call__), and
+            # its known-plain keys clear a whole dict at once.
+            if isinstance(redacted, Rule):
+                self.scrub = partial(
+                    _scrub,
+                    is_redacted=redacted.is_redacted,
+                    marker=marker,
+                    known_plain=redacted.known_plain,
+                )
+            else:
+                self.scrub = partial(_scrub, is_redacted=redacted, marker=marker)
         self.trace_context = trace_context
         self.on_error = on_error
         self.stamped = time_format != "none"

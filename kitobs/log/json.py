@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json as _json
 import math
-import re
 from collections.abc import Callable
 from json.encoder import encode_basestring
 
@@ -34,20 +33,20 @@ __all__ = ["CODEC"]
 # The C escaper behind json.dumps, without its per-call dispatch.
 _encode: Callable[[str], str] = encode_basestring
 # Line breaks for str.splitlines() that JSON allows raw in strings (the others are below U+0020).
-_has_break = re.compile("[\x85\u2028\u2029]").search
 _BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 
 
 def _one_line(encoded: str) -> str:
     # In JSON text these characters can only be inside strings, where the escape means the same.
-    if encoded.isascii() or _has_break(encoded) is None:
+    # Three C searches: each returns at once for text whose widest character is narrower.
+    if encoded.isascii() or not ("\u2028" in encoded or "\u2029" in encoded or "\x85" in encoded):
         return encoded
     return encoded.translate(_BREAKS)
 
 
 def _string(text: str) -> str:
     encoded = _encode(text)
-    if encoded.isascii() or _has_break(encoded) is None:
+    if encoded.isascii() or not ("\u2028" in encoded or "\u2029" in encoded or "\x85" in encoded):
         return encoded
     return encoded.translate(_BREAKS)
 

@@ -306,19 +306,26 @@ class BatchProcessor:
 def redact_spans(spans: list[Span], rule: Rule) -> None:
     """redact_spans replaces secret attribute values of ended *spans*, e.g. before an export.
 
-    Span, event and link attributes are checked; a span is changed only where a key is secret.
+    Span, event and link attributes are checked. Span and event attributes are the span's own
+    copies (the tracer copies what it is given), so they are changed in place.
     """
-    attributes, secret = rule.attributes, rule.is_redacted
+    secret, marker, plain = rule.is_redacted, rule.marker, rule.known_plain
     for span in spans:
         attrs = span.attributes
-        if attrs:
-            span.attributes = attributes(attrs)
+        # keys() <= plain clears the usual span (no secret, keys seen before) in one C call;
+        # else filter() over cached verdicts, also in C. Replacing a value keeps the dict's size.
+        if attrs and not attrs.keys() <= plain:
+            for key in filter(secret, attrs):
+                attrs[key] = marker
         events = span.events
-        if events and any(a and any(map(secret, a)) for _, _, a in events):
-            span.events = [(n, t, attributes(dict(a)) if a else a) for n, t, a in events]
+        if events:
+            for _, _, event_attrs in events:
+                if event_attrs and not event_attrs.keys() <= plain:
+                    for key in filter(secret, event_attrs):
+                        event_attrs[key] = marker  # type: ignore[index]
         links = span.links
         if links and any(ln.attributes and any(map(secret, ln.attributes)) for ln in links):
             span.links = [
-                Link(ln.context, attributes(dict(ln.attributes))) if ln.attributes else ln
+                Link(ln.context, rule.attributes(dict(ln.attributes))) if ln.attributes else ln
                 for ln in links
             ]
