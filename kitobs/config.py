@@ -66,17 +66,26 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-#: Keys whose values the log redactor hides, matched case-insensitively as the whole key or its last
-#: ``_``/``-``/``.``-separated part.
+#: Names whose values the redactor hides, in log lines and span attributes: a key is redacted when,
+#: lowercased and without ``_``, ``-``, ``.`` and spaces, it ends with one of them (see
+#: `kitobs.redact`).
 DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "password",
     "passwd",
+    "passphrase",
     "secret",
     "token",
+    "apikey",
+    "accesskey",
+    "secretkey",
+    "privatekey",
+    "signingkey",
     "authorization",
     "cookie",
-    "api_key",
-    "apikey",
+    "credential",
+    "credentials",
+    "sessionid",
+    "jwt",
 )
 
 #: Buckets for durations in seconds (OpenTelemetry's advice and prometheus_client's default).
@@ -189,9 +198,15 @@ class LogSettings:
     redact: bool = _key(True, "Replace the values of credential-like keys with a marker.")
     redact_keys: tuple[str, ...] = _key(
         DEFAULT_REDACT_KEYS,
-        "Key names (or last parts of key names) to redact; replaces the built-in list.",
+        "Names whose keys are redacted (a key ending with one, ignoring case and _ - . and "
+        "spaces), in log lines and span attributes; replaces the built-in list.",
     )
-    redact_extra_keys: tuple[str, ...] = _key((), "Key names to redact in addition to redact_keys.")
+    redact_extra_keys: tuple[str, ...] = _key((), "Names to redact in addition to redact_keys.")
+    redact_allow_keys: tuple[str, ...] = _key(
+        (),
+        "Keys never redacted, compared whole ignoring case and _ - . and spaces, "
+        "e.g. next_page_token.",
+    )
     nonblocking: bool = _key(
         False,
         "Write from a background thread through a bounded queue; a full queue drops and counts.",

@@ -121,6 +121,7 @@ def new(
     redact: bool = True,
     redact_keys: Iterable[str] = _redact.DEFAULT_KEYS,
     redact_extra_keys: Iterable[str] = (),
+    redact_allow_keys: Iterable[str] = (),
     buffered: bool = False,
     nonblocking: bool = False,
     queue_size: int = 10000,
@@ -140,9 +141,11 @@ def new(
         time_key: the timestamp's key.
         time_format: ``rfc3339_micro``, ``rfc3339``, ``unix``, ``unix_ms`` or ``none``; UTC.
         caller: add ``caller=file:line`` naming the call site.
-        redact: replace values of credential-like keys with ``[REDACTED]``.
+        redact: replace values of credential-like keys with ``[REDACTED]``, also inside dict
+            and list values (the rule of `kitobs.redact`).
         redact_keys: the names to redact (replaces the default list).
         redact_extra_keys: names to redact in addition.
+        redact_allow_keys: keys never redacted, e.g. ``next_page_token``.
         buffered: write in blocks (flushed by `ContextLogger.flush`, `ContextLogger.close` and
             at exit) instead of one write per line.
         nonblocking: write from a thread through a queue of *queue_size* lines; a full queue
@@ -159,7 +162,11 @@ def new(
     codec = _CODECS.get(format)
     if codec is None:
         raise ConfigError("is not a log format", key="log.format", value=format, allowed=_CODECS)
-    redacted = _redact.matcher((*redact_keys, *redact_extra_keys)) if redact else None
+    redacted = (
+        _redact.Rule(redact_keys, extra=redact_extra_keys, allow=redact_allow_keys)
+        if redact
+        else None
+    )
     handler = on_error or report_once()
     # Check every name before opening the output, so bad settings do not leave a file behind.
     build(
@@ -233,6 +240,7 @@ def from_settings(
         redact=settings.redact,
         redact_keys=settings.redact_keys,
         redact_extra_keys=settings.redact_extra_keys,
+        redact_allow_keys=settings.redact_allow_keys,
         buffered=settings.buffered,
         nonblocking=settings.nonblocking,
         queue_size=settings.queue_size,

@@ -19,10 +19,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, cast
 
 from kitobs.errors import ConfigError
 from kitobs.log.level import LEVELS, enabled, parse_level
+from kitobs.redact import Rule
+from kitobs.redact import scrub as _scrub
 
 __all__ = [
     "Codec",
@@ -45,6 +48,8 @@ _CACHE_MAX = 4096
 # Only short strings are worth caching: they repeat (messages, methods, routes), long ones rarely.
 _STR_CACHE_LEN = 64
 _SURROGATES = re.compile("[\ud800-\udfff]")
+# Values whose own keys are redacted (see `kitobs.redact.scrub`).
+_CONTAINERS = (dict, list, tuple)
 # Compiled call shapes per logger family: call sites are few, but a program building keys from
 # data must not compile without end; past the limits the general loop encodes the line.
 _SHAPES_MAX = 512
@@ -264,6 +269,7 @@ class _Family:
         "nonfinite",
         "on_error",
         "redacted",
+        "scrub",
         "shapes",
         "sink",
         "stamp",
@@ -300,6 +306,20 @@ class _Family:
         self.level_keys = ("level",) if level_key == "level" else ("level", level_key)
         self.caller = caller
         self.redacted = redacted
+        # Dict, list and tuple values have the values of their own secret keys replaced.
+        self.scrub: Callable[[object], object] | None = None
+        if redacted is not None:
+            # A Rule's cached verdicts are asked directly (a C call rather than its __call__), and
+            # its known-plain keys clear a whole dict at once.
+            if isinstance(redacted, Rule):
+                self.scrub = partial(
+                    _scrub,
+                    is_redacted=redacted.is_redacted,
+                    marker=marker,
+                    known_plain=redacted.known_plain,
+                )
+            else:
+                self.scrub = partial(_scrub, is_redacted=redacted, marker=marker)
         self.trace_context = trace_context
         self.on_error = on_error
         self.stamped = time_format != "none"
@@ -416,7 +436,10 @@ class _Family:
             if hide:
                 out.append(frag + self.marker)
             elif i + 1 < n:
-                out.append(frag + self.codec.other(keyvals[i + 1]))
+                value = keyvals[i + 1]
+                if self.scrub is not None and isinstance(value, _CONTAINERS):
+                    value = self.scrub(value)
+                out.append(frag + self.codec.other(value))
             else:
                 out.append(frag + self.missing)
         return "".join(out)
@@ -447,6 +470,7 @@ def _value_encoder(fam: _Family) -> Callable[[object], str]:
     """Build the encoder for values the short-string cache missed; it never raises."""
     str_slow = fam.string
     other = fam.codec.other
+    scrub = fam.scrub
     nonfinite = fam.nonfinite
     int_repr, float_repr = int.__repr__, float.__repr__
     str_, int_, float_ = str, int, float
@@ -468,6 +492,8 @@ def _value_encoder(fam: _Family) -> Callable[[object], str]:
             return str_slow(v)  # type: ignore[arg-type]
         if t is int_:
             return int_repr(v)
+        if scrub is not None and isinstance(v, _CONTAINERS):
+            v = scrub(v)
         return other(v)
 
     return encode

@@ -2,8 +2,9 @@
 
 Rules (go-logfmt's, so its decoder reads kitobs lines back exactly):
 
-- Keys keep their order. A key's bytes must be above space and not ``=`` or ``"``; any other
-  character is replaced by ``_`` (an empty key becomes ``_``).
+- Keys keep their order. A key's characters must be above space and not ``=``, ``"`` or U+FFFD
+  (go-logfmt's rule); any other character (also U+007F-U+009F, U+2028 and U+2029) is replaced by
+  ``_`` (an empty key becomes ``_``). So values decode back exactly, keys may be sanitised.
 - A value is quoted when it holds a space, ``=``, ``"``, a control character or text that is not
   valid Unicode; inside quotes ``\\``, ``"``, ``\\n``, ``\\r`` and ``\\t`` are escaped and other
   control characters (also U+007F-U+009F, U+2028 and U+2029) are written as ``\\u00XX``. A lone
@@ -33,7 +34,8 @@ __all__ = ["CODEC", "sanitize_key"]
 # Unicode line separators, which some viewers split lines on).
 _SPECIAL = r'[\x00-\x20="\x7f-\x9f\u2028\u2029\ud800-\udfff]'
 _needs_quote = re.compile(_SPECIAL).search
-_bad_key = re.compile(_SPECIAL).sub
+# go-logfmt refuses U+FFFD (its utf8.RuneError) in a key, though not in a value.
+_bad_key = re.compile(r'[\x00-\x20="\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffd]').sub
 
 _ESCAPES: dict[int, str] = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})

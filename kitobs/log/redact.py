@@ -1,8 +1,9 @@
-"""Redaction: hide the values of credential-like keys before a line is written.
+"""Redaction for log lines: the rule of `kitobs.redact`, which span attributes share.
 
-A key is redacted when, compared case-insensitively with ``-`` and ``.`` read as ``_``, it equals
-one of the names or ends with ``_`` followed by one of them. So with the default names
-``access_token``, ``X-Api-Key`` and ``db.password`` are redacted, ``tokens`` is not.
+A key is redacted when, lowercased and without ``_``, ``-``, ``.`` and spaces, it ends with one of
+the names (and is not one of the allowed keys). So with the default names ``accessToken``,
+``X-Api-Key``, ``secret_key`` and ``db.password`` are redacted; ``max_tokens``, ``token_count`` and
+``cache_key`` are not. Keys inside dict and list values are redacted by the same rule.
 
 Example::
 
@@ -13,48 +14,19 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from kitobs.config import DEFAULT_REDACT_KEYS
-from kitobs.errors import ConfigError
+from kitobs.redact import DEFAULT_KEYS, MARKER, Rule
 
-__all__ = ["DEFAULT_KEYS", "MARKER", "matcher"]
-
-#: DEFAULT_KEYS are the names redacted by default, e.g. ``password`` and ``api_key``.
-DEFAULT_KEYS: tuple[str, ...] = DEFAULT_REDACT_KEYS
-#: MARKER replaces a redacted value, e.g. ``password=[REDACTED]``.
-MARKER = "[REDACTED]"
-
-_SEPARATORS = str.maketrans("-.", "__")
+__all__ = ["DEFAULT_KEYS", "MARKER", "Rule", "matcher"]
 
 
-def _norm(name: str) -> str:
-    return name.lower().translate(_SEPARATORS)
+def matcher(names: Iterable[str], allow: Iterable[str] = ()) -> Rule:
+    """matcher builds the `Rule` for *names*, e.g. ``matcher(["pin"])``; a Rule is a predicate.
 
-
-def matcher(names: Iterable[str]) -> Callable[[str], bool]:
-    """matcher builds a predicate that says whether a key is redacted, e.g. ``matcher(["pin"])``.
-
-    An empty list of names gives a predicate that redacts nothing.
+    An empty list of names gives a rule that redacts nothing.
 
     Raises:
         ConfigError: a name is empty or not a string.
     """
-    normed: set[str] = set()
-    for name in names:
-        if not isinstance(name, str) or not _norm(name).strip("_"):
-            raise ConfigError(
-                "redaction names must be non-empty strings",
-                key="log.redact_keys",
-                value=name,
-                allowed="key names such as 'password'",
-            )
-        normed.add(_norm(name))
-    tails = tuple("_" + n for n in sorted(normed))
-    exact = frozenset(normed)
-
-    def is_redacted(key: str) -> bool:
-        k = _norm(key)
-        return k in exact or k.endswith(tails)
-
-    return is_redacted
+    return Rule(names, allow=allow)

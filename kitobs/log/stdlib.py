@@ -2,8 +2,9 @@
 
 - `Handler` is a ``logging.Handler`` that writes records through a kitobs logger: existing
   ``logging`` calls (yours and your libraries') come out as kitobs lines, with ``msg``, the
-  record's logger name as ``logger``, its level mapped to kitobs' four, its exception as
-  ``exception``, and its ``file:line`` as ``caller`` when the kitobs logger writes callers.
+  record's logger name as ``logger``, its ``extra={...}`` fields as keys of their own, its
+  level mapped to kitobs' four, its exception as ``exception``, and its ``file:line`` as
+  ``caller`` when the kitobs logger writes callers.
   Install it on the root logger and do not add a timestamp or level in a ``Formatter``: kitobs
   writes its own, so lines do not carry two.
 - `Logger` is a kitobs logger that writes into a ``logging.Logger``: for code written against
@@ -38,6 +39,10 @@ __all__ = ["Handler", "Logger", "LevelLogger"]
 
 _FORMATTER = logging.Formatter()
 _CALLER_CACHE_MAX = 1024
+# What every LogRecord has (and Formatter.format adds); any other attribute came from extra=.
+_PLAIN_RECORD = logging.LogRecord("", logging.INFO, "", 0, "", (), None).__dict__
+_STANDARD = frozenset(_PLAIN_RECORD) | {"message", "asctime", "taskName"}
+_PLAIN_SIZE = len(_PLAIN_RECORD)
 
 
 class LevelLogger(Protocol):
@@ -70,6 +75,8 @@ class Handler(logging.Handler):
     """Handler writes ``logging`` records through a kitobs logger, e.g. ``Handler(logger)``.
 
     Levels map down: CRITICAL and ERROR to error, WARNING to warn, INFO to info, lower to debug.
+    Fields given as ``extra={"order_id": 17}`` follow ``logger`` in their order, as keys of their
+    own (redacted like any other key); the standard ``LogRecord`` attributes are not written.
     """
 
     def __init__(self, logger: LevelLogger, level: int = logging.NOTSET) -> None:
@@ -90,6 +97,11 @@ class Handler(logging.Handler):
                         self._callers[where] = fixed
                 logger = fixed
             keyvals: list[object] = ["msg", record.getMessage(), "logger", record.name]
+            fields = record.__dict__
+            if len(fields) > _PLAIN_SIZE:  # a plain record has no extra: skip the scan
+                for key, value in fields.items():
+                    if key not in _STANDARD:
+                        keyvals += (key, value)
             if record.exc_info:
                 keyvals += ["exception", _FORMATTER.formatException(record.exc_info)]
             elif record.exc_text:
@@ -123,7 +135,7 @@ class Logger:
         redact_keys: tuple[str, ...] = _redact.DEFAULT_KEYS,
     ) -> None:
         self._target = target
-        self._redacted = _redact.matcher(redact_keys) if redact else None
+        self._redacted = _redact.Rule(redact_keys) if redact else None
         self._ctx: tuple[object, ...] = ()
         self._suffix: tuple[object, ...] = ()
 
@@ -189,12 +201,14 @@ def _pad(keyvals: tuple[object, ...]) -> tuple[object, ...]:
     return (*keyvals, "(MISSING)") if len(keyvals) % 2 else keyvals
 
 
-def _redacted_pairs(keyvals: tuple[object, ...], redacted: object) -> list[tuple[object, object]]:
+def _redacted_pairs(
+    keyvals: tuple[object, ...], redacted: _redact.Rule | None
+) -> list[tuple[object, object]]:
     pairs: list[tuple[object, object]] = []
     for i in range(0, len(keyvals), 2):
         key = keyvals[i]
         value = keyvals[i + 1] if i + 1 < len(keyvals) else "(MISSING)"
-        if callable(redacted) and redacted(str(key)):
-            value = _redact.MARKER
+        if redacted is not None:
+            value = redacted.marker if redacted(str(key)) else redacted.scrub(value)
         pairs.append((key, value))
     return pairs

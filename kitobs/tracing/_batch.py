@@ -9,6 +9,11 @@ failure after a success, not every one). The first overflow is logged once per p
 Fork safety: ``os.register_at_fork`` gives a forked child (a gunicorn worker) an empty queue and
 its own sender thread, so it exports its own spans and never the parent's.
 
+Redaction: before a batch reaches the exporter (Zipkin, OTLP, log or any other), the values of
+secret span, event and link attributes (``password``, ``authorization``, ``api_key``... by the rule
+of `kitobs.redact`, the one log lines use) are replaced by ``[REDACTED]``. It runs here, on the
+sender thread, so ending a span costs nothing more.
+
 Shutdown sends everything still queued, but waits no longer than ``shutdown_timeout``; what is
 left then is counted as dropped with reason ``shutdown``, as are spans ended afterwards. At
 interpreter exit (and on SIGTERM, see `kitobs._exit`) the processor shuts down the same way
@@ -25,13 +30,16 @@ from collections.abc import Callable
 from itertools import repeat, starmap
 from typing import TYPE_CHECKING
 
+from opentelemetry.trace import Link
+
 from kitobs import _exit, _fork
 from kitobs.errors import ConfigError
+from kitobs.redact import Rule
 
 if TYPE_CHECKING:
     from kitobs.tracing import Counter, Exporter, Logger, Span
 
-__all__ = ["BatchProcessor", "REASONS"]
+__all__ = ["BatchProcessor", "REASONS", "redact_spans"]
 
 #: Reasons a span is dropped, the ``reason`` label of ``kitobs_telemetry_dropped_total``.
 REASONS: tuple[str, ...] = ("queue_full", "export_failed", "shutdown")
@@ -48,6 +56,8 @@ class _Nop:
 
 
 _NOP = _Nop()
+#: The rule a processor redacts by unless given another: `kitobs.redact.DEFAULT_KEYS`.
+_DEFAULT_RULE = Rule()
 
 
 def _counters(dropped: Counter | Callable[[str], Counter] | None) -> dict[str, Counter]:
@@ -80,6 +90,8 @@ class BatchProcessor:
         dropped: counts dropped spans: one counter for every reason, or a function from reason
             (`REASONS`) to counter, e.g. ``functools.partial(provider.dropped, "spans")``.
         logger: where overflow (once) and export failures are reported.
+        redact: the rule whose secret attribute values are replaced before export; None
+            exports attributes as they are.
 
     Raises:
         ConfigError: a size or interval that is not positive.
@@ -103,6 +115,7 @@ class BatchProcessor:
         "_overflow_logged",
         "_pending_drops",
         "_queue",
+        "_redact",
         "_shutdown_timeout",
         "_thread",
         "_wake",
@@ -119,6 +132,7 @@ class BatchProcessor:
         export_timeout: float = 10.0,
         dropped: Counter | Callable[[str], Counter] | None = None,
         logger: Logger | None = None,
+        redact: Rule | None = _DEFAULT_RULE,
     ) -> None:
         for key, value in (
             ("tracing.batch_size", batch_size),
@@ -140,6 +154,7 @@ class BatchProcessor:
         self._export_timeout = export_timeout
         self._dropped = _counters(dropped)
         self._logger: Logger = _NOP if logger is None else logger
+        self._redact = redact
         self._closed = False
         self._overflow_logged = False
         self._failing = False
@@ -210,6 +225,9 @@ class BatchProcessor:
             self._busy = True
             self._inflight = len(batch)
         try:
+            if self._redact is not None:
+                # Inside the try: if redacting fails the batch is dropped, never sent as it is.
+                redact_spans(batch, self._redact)
             self._exporter.export(batch, self._export_timeout)
         except Exception as err:  # any exporter failure: count, log, carry on
             self._count("export_failed", len(batch))
@@ -300,3 +318,31 @@ class BatchProcessor:
             self._queue = deque()
             return
         self._start()
+
+
+def redact_spans(spans: list[Span], rule: Rule) -> None:
+    """redact_spans replaces secret attribute values of ended *spans*, e.g. before an export.
+
+    Span, event and link attributes are checked. Span and event attributes are the span's own
+    copies (the tracer copies what it is given), so they are changed in place.
+    """
+    secret, marker, plain = rule.is_redacted, rule.marker, rule.known_plain
+    for span in spans:
+        attrs = span.attributes
+        # keys() <= plain clears the usual span (no secret, keys seen before) in one C call;
+        # else filter() over cached verdicts, also in C. Replacing a value keeps the dict's size.
+        if attrs and not attrs.keys() <= plain:
+            for key in filter(secret, attrs):
+                attrs[key] = marker
+        events = span.events
+        if events:
+            for _, _, event_attrs in events:
+                if event_attrs and not event_attrs.keys() <= plain:
+                    for key in filter(secret, event_attrs):
+                        event_attrs[key] = marker  # type: ignore[index]
+        links = span.links
+        if links and any(ln.attributes and any(map(secret, ln.attributes)) for ln in links):
+            span.links = [
+                Link(ln.context, rule.attributes(dict(ln.attributes))) if ln.attributes else ln
+                for ln in links
+            ]

@@ -5,7 +5,9 @@ Keys (``KITOBS_TRACING_<KEY>``; the standard ``OTEL_SERVICE_NAME``, ``OTEL_TRACE
 (empty: ``[service] name``), ``sampler`` and ``sampler_arg``, ``propagators``, ``exporter``
 (``zipkin``, ``otlp``, ``log`` or ``none``), ``batch_size``, ``queue_size``, ``flush_interval``,
 ``shutdown_timeout``, ``public_edge``, ``[tracing.zipkin] endpoint``/``timeout`` and
-``[tracing.otlp] endpoint``/``timeout``.
+``[tracing.otlp] endpoint``/``timeout``. Span, event and link attributes are redacted before
+export by the rule of ``[log] redact``, ``redact_keys``, ``redact_extra_keys`` and
+``redact_allow_keys`` (see `redact_rule`), the one log lines use.
 
 Example::
 
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from kitobs.config import Settings
 from kitobs.errors import ConfigError
+from kitobs.redact import Rule
 from kitobs.tracing import propagation, sampler
 from kitobs.tracing._batch import BatchProcessor
 from kitobs.tracing._tracer import Tracer
@@ -30,12 +33,26 @@ from kitobs.tracing._tracer import Tracer
 if TYPE_CHECKING:
     from kitobs.tracing import Counter, Exporter, Logger
 
-__all__ = ["tracer_from_settings", "service_name"]
+__all__ = ["redact_rule", "tracer_from_settings", "service_name"]
 
 
 def service_name(settings: Settings) -> str:
     """service_name is ``tracing.service_name``, else ``service.name``, e.g. ``"checkout"``."""
     return settings.tracing.service_name or settings.service.name
+
+
+def redact_rule(settings: Settings) -> Rule | None:
+    """redact_rule is the `kitobs.redact.Rule` of ``[log] redact*``, shared by logs and spans.
+
+    None when ``log.redact`` is off. For example ``redact_rule(load()).names``.
+
+    Raises:
+        ConfigError: an empty redaction name.
+    """
+    cfg = settings.log
+    if not cfg.redact:
+        return None
+    return Rule(cfg.redact_keys, extra=cfg.redact_extra_keys, allow=cfg.redact_allow_keys)
 
 
 def tracer_from_settings(
@@ -113,6 +130,7 @@ def tracer_from_settings(
             export_timeout=export_timeout,
             dropped=dropped,
             logger=logger,
+            redact=redact_rule(settings),
         )
     return Tracer(
         sampler=chosen_sampler,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import logging
 from collections.abc import Iterator
 
@@ -63,6 +64,25 @@ def test_handler_writes_records_through_kitobs(std_logger: logging.Logger) -> No
             "msg": "password=hunter2",
             "logger": std_logger.name,
         },
+    ]
+
+
+def test_handler_keeps_extra_fields_as_keys(std_logger: logging.Logger) -> None:
+    out = Lines()
+    std_logger.addHandler(stdlib.Handler(log.new(out, time_format="none")))
+    std_logger.info("order placed", extra={"order_id": 17, "user name": "ada", "api_key": "k"})
+    std_logger.info("plain")
+    # A record another handler formatted first carries message/asctime: they are not extra.
+    std_logger.addHandler(logging.StreamHandler(io.StringIO()))
+    std_logger.handlers[-1].setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    std_logger.handlers.reverse()
+    std_logger.warning("formatted", extra={"cart": {"items": 2, "token": "t"}})
+    assert out.lines == [
+        f'level=info msg="order placed" logger={std_logger.name} order_id=17 user_name=ada'
+        " api_key=[REDACTED]\n",
+        f"level=info msg=plain logger={std_logger.name}\n",
+        f"level=warn msg=formatted logger={std_logger.name}"
+        " cart=\"{'items': 2, 'token': '[REDACTED]'}\"\n",
     ]
 
 

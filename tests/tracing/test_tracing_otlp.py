@@ -74,3 +74,29 @@ def test_spans_reach_otlp_receiver(collector: tuple[str, list[Any]]) -> None:
     assert by_name["child"].status.message == "bad"
     assert by_name["parent"].span_id == parent.span_id.to_bytes(8, "big")
     assert by_name["child"].span_id == child.span_id.to_bytes(8, "big")
+
+
+def test_secret_attributes_never_reach_the_otlp_receiver(
+    collector: tuple[str, list[Any]],
+) -> None:
+    url, received = collector
+    processor = BatchProcessor(otlp.Exporter(url, service_name="shop"), flush_interval=0.05)
+    tracer = Tracer(processor=processor)
+    attrs = {"authorization": "Bearer hunter2", "user.password": "hunter2", "max_tokens": 5}
+    with tracer.span("login", attributes=attrs) as span:
+        span.add_event("retry", {"api_key": "hunter2"})
+    processor.shutdown()
+    (sent,) = [
+        span
+        for request in received
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    assert b"hunter2" not in b"".join(r.SerializeToString() for r in received)
+    values = {a.key: a.value for a in sent.attributes}
+    assert values["authorization"].string_value == "[REDACTED]"
+    assert values["user.password"].string_value == "[REDACTED]"
+    assert values["max_tokens"].int_value == 5
+    (event,) = sent.events
+    assert {a.key: a.value.string_value for a in event.attributes} == {"api_key": "[REDACTED]"}
