@@ -256,7 +256,7 @@ class Tracer(Protocol):
 class ServerCall:
     """ServerCall is one request in flight on a server, from `ServerInstruments.start`."""
 
-    __slots__ = ("active", "begin", "method", "scheme", "span", "token")
+    __slots__ = ("active", "begin", "context", "method", "scheme", "span", "token")
 
     def __init__(self, method: str, scheme: str, active: Gauge, begin: float) -> None:
         self.method = method
@@ -264,6 +264,7 @@ class ServerCall:
         self.active = active
         self.begin = begin
         self.span: Any = None
+        self.context: Any = None
         self.token: Any = None
 
 
@@ -355,7 +356,8 @@ class ServerInstruments:
             context=parent,
         )
         call.span = span
-        call.token = self._attach(self._with_span(span, parent))
+        call.context = context = self._with_span(span, parent)
+        call.token = self._attach(context)
 
     def release(self, call: ServerCall) -> None:
         """release stops *call*'s span being current, e.g. once a WSGI app has returned.
@@ -393,7 +395,7 @@ class ServerInstruments:
             if span is not None and call.token is None:
                 # Released (WSGI: the app returned before the body was sent): current again, so
                 # the exemplar and the log line carry this request's trace.
-                call.token = self._attach(self._with_span(span))
+                call.token = self._attach(call.context)
             try:
                 child.observe(elapsed)
                 access = self._access
