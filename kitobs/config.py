@@ -55,12 +55,15 @@ __all__ = [
     "TracingSettings",
     "ZipkinSettings",
     "OtlpSettings",
+    "TransportSettings",
+    "HttpTransportSettings",
     "KeyInfo",
     "load",
     "all_keys",
     "reference",
     "env_name",
     "DEFAULT_REDACT_KEYS",
+    "DEFAULT_EXCLUDE_PATHS",
     "DURATION_BUCKETS",
 ]
 
@@ -87,6 +90,9 @@ DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "sessionid",
     "jwt",
 )
+
+#: Paths the HTTP server transports do not record: the exposition pages' default paths.
+DEFAULT_EXCLUDE_PATHS: tuple[str, ...] = ("/metrics", "/debug/vars")
 
 #: Buckets for durations in seconds (OpenTelemetry's advice and prometheus_client's default).
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -446,6 +452,29 @@ class TracingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpTransportSettings:
+    """HttpTransportSettings configure the HTTP server transports, e.g. ``access_log = false``."""
+
+    exclude_paths: tuple[str, ...] = _key(
+        DEFAULT_EXCLUDE_PATHS,
+        "Request paths (exact, e.g. /metrics) served without metrics, span or access log line; "
+        "list the exposition paths here when you change them.",
+    )
+    access_log: bool = _key(
+        True,
+        "Write one info line per request (method, route, status, duration, trace ids) through "
+        "the Kit's logger; 5xx and exceptions at error.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TransportSettings:
+    """TransportSettings configure the transports, e.g. ``[transport.http]``."""
+
+    http: HttpTransportSettings = _section(HttpTransportSettings)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Settings is the whole configuration, e.g. ``load().log.level``."""
 
@@ -454,6 +483,7 @@ class Settings:
     log: LogSettings = _section(LogSettings)
     metrics: MetricsSettings = _section(MetricsSettings)
     tracing: TracingSettings = _section(TracingSettings)
+    transport: TransportSettings = _section(TransportSettings)
 
 
 # --------------------------------------------------------------------------------------------

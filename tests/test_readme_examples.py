@@ -51,6 +51,12 @@ def test_readme_tour_examples_work(
         'http_route="/users/<int:user_id>",http_response_status_code="200",url_scheme="http"} 1'
     )
     assert flask_series in out
+    # The scrape of /metrics is not a request: no unmatched series, and one access line only.
+    assert 'http_route="unmatched"' not in out
+    access = [line for line in out.splitlines() if "transport=http" in line]
+    assert len(access) == 1, out
+    assert "route=/users/<int:user_id>" in access[0]
+    assert "status=200" in access[0]
     # 3. The user's own metrics.
     assert 'jobs_total{queue="fast"} 1' in exposition
     assert "job_duration_seconds_count 1" in exposition

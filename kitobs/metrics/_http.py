@@ -2,7 +2,9 @@
 address parsing.
 
 `wsgi_reply` and `asgi_reply` answer one request with a page rendered for its ``Accept`` header;
-`Pages` gives a backend with one page its ``wsgi_app``, ``asgi_app`` and routes from them.
+`Pages` gives a backend with one page its ``wsgi_app``, ``asgi_app`` and routes from them. The ASGI
+app is an `ASGIPage` object rather than a method, so frameworks that tell request handlers from
+ASGI apps by type (Starlette's and FastAPI's ``app.add_route``) serve it as an ASGI app.
 `serve` runs WSGI apps by path on a loopback address in a daemon thread; `Server.close` stops it
 and frees the port, so a new server can bind the same port at once.
 """
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from kitobs.metrics import ASGIApp, WSGIApp
 
 __all__ = [
+    "ASGIPage",
     "Page",
     "Pages",
     "Server",
@@ -75,6 +78,28 @@ async def asgi_reply(
     await send({"type": "http.response.body", "body": body})
 
 
+class ASGIPage:
+    """ASGIPage serves a `Page` as an ASGI 3 app, e.g. ``app.add_route("/metrics", page)``.
+
+    It is an object, not a function: Starlette's ``add_route`` wraps functions and methods as
+    request handlers (``handler(request)``) and mounts any other callable as an ASGI app.
+    """
+
+    __slots__ = ("_page",)
+
+    def __init__(self, page: Page) -> None:
+        self._page = page
+
+    async def __call__(
+        self,
+        scope: Mapping[str, Any],
+        receive: Callable[[], Any],
+        send: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        """Answer an ASGI ``http`` request with the page; other scopes get nothing."""
+        await asgi_reply(scope, send, self._page)
+
+
 class Pages:
     """Pages serves a backend's one page at ``self.path`` over WSGI and ASGI.
 
@@ -95,14 +120,10 @@ class Pages:
         """wsgi_app serves the page (WSGI), e.g. the exposition negotiated by ``Accept``."""
         return wsgi_reply(environ, start_response, self._page)
 
-    async def asgi_app(
-        self,
-        scope: Mapping[str, Any],
-        receive: Callable[[], Any],
-        send: Callable[[Mapping[str, Any]], Any],
-    ) -> None:
-        """asgi_app serves the page (ASGI 3 ``http`` scope), like `wsgi_app`."""
-        await asgi_reply(scope, send, self._page)
+    @property
+    def asgi_app(self) -> ASGIPage:
+        """asgi_app serves the page (ASGI 3 ``http`` scope), like `wsgi_app`: an `ASGIPage`."""
+        return ASGIPage(self._page)
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes maps the page's path to its WSGI app, e.g. ``{"/metrics": app}``."""

@@ -5,9 +5,12 @@ records, per HTTP request, ``http_server_request_duration_seconds`` and
 ``http_server_active_requests`` and, with a tracer, a SERVER span whose parent comes from the
 request headers, current while the app runs::
 
-    app = Middleware(app, kit.metrics, tracer=kit.tracer)
+    app = Middleware(app, kit.metrics, tracer=kit.tracer, logger=kit.logger)
 
-Put it outermost, so responses of inner middleware (429s, 500s) are counted. The route template is
+With a *logger* each request also writes one access log line (`kitobs.transport.http.AccessLog`).
+Requests for the *exclude_paths* (by default the exposition pages, ``/metrics`` and
+``/debug/vars``; matched against ``scope["path"]``) are passed to the app unrecorded. Put it
+outermost, so responses of inner middleware (429s, 500s) are counted. The route template is
 read AFTER the app ran, from the scope the router updated: ``route_getter(scope)`` if given, else
 ``scope["route"].path`` (Starlette and FastAPI put the matched route there), else
 ``scope["kitobs.route"]``; no route gives ``unmatched``. A client that disconnects before the
@@ -27,21 +30,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kitobs import _exit
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
 from kitobs.transport.http import (
+    DEFAULT_EXCLUDE_PATHS,
     BadRequest,
     ScopeHeaders,
     ServerInstruments,
     Tracer,
     decode_json_body,
 )
+from kitobs.transport.http import exclude_paths as _exclude_paths
 from kitobs.transport.wsgi import Response, default_error_encoder
 
 if TYPE_CHECKING:
+    from kitobs.log import Logger
     from kitobs.metrics import Provider
 
 __all__ = [
@@ -138,9 +144,14 @@ class Middleware:
         tracer: starts a SERVER span per request when given (e.g. ``kit.tracer``).
         route_getter: returns the route template from the scope after the app ran, or None;
             default `route_from_scope`.
+        logger: writes one access log line per request when given (e.g. ``kit.logger``).
+        exclude_paths: ``scope["path"]`` values passed through unrecorded, e.g. ``("/metrics",)``.
+
+    Raises:
+        ConfigError: an excluded path does not start with ``/``.
     """
 
-    __slots__ = ("_app", "_instruments", "_route_getter", "_traced")
+    __slots__ = ("_app", "_excluded", "_instruments", "_route_getter", "_traced")
 
     def __init__(
         self,
@@ -149,14 +160,17 @@ class Middleware:
         *,
         tracer: Tracer | None = None,
         route_getter: Callable[[Scope], str | None] | None = None,
+        logger: Logger | None = None,
+        exclude_paths: Iterable[str] = DEFAULT_EXCLUDE_PATHS,
     ) -> None:
         self._app = app
-        self._instruments = ServerInstruments(metrics, tracer)
+        self._excluded = _exclude_paths(exclude_paths)
+        self._instruments = ServerInstruments(metrics, tracer, logger)
         self._route_getter = route_getter or route_from_scope
         self._traced = tracer is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get("path", "") in self._excluded:
             if scope["type"] == "lifespan":
                 send = _flush_before_shutdown(send)
             await self._app(scope, receive, send)

@@ -16,24 +16,33 @@ response is timed until its headers are ready.
 
 The middleware is sync and async capable: under ASGI (``get_asgi_application``) it runs in the
 event loop, so async views cost no thread hop, and its span is current in the view either way.
+
+The Kit's ``[transport.http]`` settings apply: requests whose ``path_info`` is one of
+``exclude_paths`` (by default ``/metrics`` and ``/debug/vars``) are not recorded, and with
+``access_log`` (the default) each request writes one line through ``kit.logger``. `exposition_urls`
+serves the Kit's exposition pages as Django views::
+
+    urlpatterns = [*kitobs.transport.django.exposition_urls(), path("articles/<int:pk>/", ...)]
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django import conf as _conf
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
 from django.utils.module_loading import import_string
 
 from kitobs.errors import ConfigError
-from kitobs.transport.http import EnvironHeaders, ServerCall, ServerInstruments
+from kitobs.transport.http import EnvironHeaders, ServerCall, ServerInstruments, exclude_paths
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
 
-__all__ = ["Middleware", "kit_from_settings"]
+__all__ = ["Middleware", "exposition_urls", "kit_from_settings"]
 
 _EXCEPTION_ATTR = "_kitobs_exception"
 
@@ -97,18 +106,31 @@ class Middleware:
     async_capable = True
 
     # _is_coroutine: where asgiref's markcoroutinefunction marks an async instance (Python 3.11).
-    __slots__ = ("_async", "_get_response", "_instruments", "_is_coroutine", "_traced")
+    __slots__ = (
+        "_async",
+        "_excluded",
+        "_get_response",
+        "_instruments",
+        "_is_coroutine",
+        "_traced",
+    )
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         kit = kit_from_settings()
+        http = kit.settings.transport.http
         self._get_response = get_response
-        self._instruments = ServerInstruments(kit.metrics, kit.tracer)
+        self._excluded = exclude_paths(http.exclude_paths)
+        self._instruments = ServerInstruments(
+            kit.metrics, kit.tracer, kit.logger if http.access_log else None
+        )
         self._traced = kit.tracer is not None
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
 
     def __call__(self, request: Any) -> Any:
+        if request.path_info in self._excluded:
+            return self._get_response(request)  # a coroutine under ASGI: Django awaits it
         if self._async:  # decided by Django's get_response, once per process
             return self._acall(request)
         call = self._start(request)
@@ -146,3 +168,34 @@ class Middleware:
     def process_exception(self, request: Any, exception: Exception) -> None:
         """process_exception remembers a view's exception for ``error_type``; Django goes on."""
         setattr(request, _EXCEPTION_ATTR, exception)
+
+
+def _page_view(app: Callable[..., Iterable[bytes]]) -> Callable[[HttpRequest], HttpResponse]:
+    # The page is a WSGI app; a Django request's META is a WSGI environ (ASGI builds one too).
+    def view(request: HttpRequest) -> HttpResponse:
+        started: list[Any] = []
+
+        def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+            started[:] = [status, headers]
+
+        body = b"".join(app(request.META, start_response))
+        response = HttpResponse(body, status=int(started[0][:3]))
+        for name, value in started[1]:
+            response[name] = value
+        return response
+
+    return view
+
+
+def exposition_urls(kit: Kit | None = None) -> list[URLPattern]:
+    """exposition_urls gives URL patterns for the Kit's pages, e.g. ``/metrics``, as Django views.
+
+    One pattern per path of ``kit.metrics.wsgi_routes()`` (none for backends that serve no page);
+    without a *kit*, `kit_from_settings`. Put them in ``urlpatterns``; the middleware leaves them
+    unrecorded while their paths are in ``transport.http.exclude_paths``.
+    """
+    if kit is None:
+        kit = kit_from_settings()
+    return [
+        path(route.lstrip("/"), _page_view(app)) for route, app in kit.metrics.wsgi_routes().items()
+    ]

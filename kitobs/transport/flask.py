@@ -8,7 +8,10 @@ unhandled exception, so a 500 page is labelled with the exception's ``error_type
     app = flask.Flask(__name__)
     kitobs.transport.flask.instrument(app, kit)
 
-Views need no change. Without a *kit* the process-wide `kitobs.kit.default` is used.
+Views need no change. Without a *kit* the process-wide `kitobs.kit.default` is used. The Kit's
+``[transport.http]`` settings apply: requests for ``exclude_paths`` (by default ``/metrics`` and
+``/debug/vars``) are not recorded, and with ``access_log`` (the default) each request writes one
+line through ``kit.logger``.
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ def instrument(app: flask.Flask, kit: Kit | None = None) -> flask.Flask:
         kit = default()
     app.before_request_funcs.setdefault(None, []).insert(0, _remember_route)
     app.teardown_request(_remember_exception)
+    http = kit.settings.transport.http
     app.wsgi_app = wsgi.Middleware(  # type: ignore[method-assign]
-        app.wsgi_app, kit.metrics, tracer=kit.tracer
+        app.wsgi_app,
+        kit.metrics,
+        tracer=kit.tracer,
+        logger=kit.logger if http.access_log else None,
+        exclude_paths=http.exclude_paths,
     )
     return app

@@ -12,7 +12,9 @@ that enforces it, so that nothing a client sends can create a new series:
 
 `ServerInstruments` and `ClientInstruments` hold the bound metrics and the tracer of one transport
 and do the per-request work (`start` / `finish`), so the WSGI, ASGI, Django and client modules stay
-thin. Example::
+thin. A server request's duration is observed while its span is current, so a histogram bucket's
+exemplar names the request's trace; with a logger, `ServerInstruments` also writes the access log
+line (`AccessLog`). `exclude_paths` checks the paths servers leave unrecorded. Example::
 
     >>> method("GET"), method("BREW"), route(None), status(404)
     ('GET', '_OTHER', 'unmatched', '404')
@@ -23,18 +25,22 @@ thin. Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kitobs import contract
+from kitobs.config import DEFAULT_EXCLUDE_PATHS
+from kitobs.errors import ConfigError
 from kitobs.log import redact
 
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
 
+    from kitobs.log import Logger
     from kitobs.metrics import Gauge, Histogram, Provider
 
 __all__ = [
@@ -51,6 +57,10 @@ __all__ = [
     # Header carriers
     "EnvironHeaders",
     "ScopeHeaders",
+    # Server options
+    "DEFAULT_EXCLUDE_PATHS",
+    "exclude_paths",
+    "AccessLog",
     # Instruments
     "Tracer",
     "ServerInstruments",
@@ -140,6 +150,73 @@ def error_type(exc: BaseException | None, code: int = 0) -> str:
     return ""
 
 
+def exclude_paths(paths: Iterable[str]) -> frozenset[str]:
+    """exclude_paths checks the paths a server leaves unrecorded, e.g. ``("/metrics",)``.
+
+    A request whose path (WSGI ``PATH_INFO``, ASGI ``scope["path"]``, Django ``path_info``) is
+    one of them gets no metrics, span or access log line: scrapes of the exposition pages are not
+    requests of the service. Matching is exact.
+
+    Raises:
+        ConfigError: a path is not a string starting with ``/``.
+    """
+    if isinstance(paths, str):
+        paths = (paths,)
+    checked = []
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigError(
+                "is not a request path",
+                key="transport.http.exclude_paths",
+                value=path,
+                allowed="paths starting with /, e.g. /metrics",
+            )
+        checked.append(path)
+    return frozenset(checked)
+
+
+class AccessLog:
+    """AccessLog writes one line per request served through a `kitobs.log.Logger`.
+
+    The line is ``transport=http method=GET route=/users/{id} status=200 duration=0.0012``
+    (duration in seconds), with ``trace_id``/``span_id`` when the logger adds them (a Kit's logger
+    does: the request span is current). Successes and 4xx are written at info; a 5xx or an
+    exception at error, with ``error=<error_type>``. Going through the logger, the line honours
+    its level, redaction and output. Example: ``AccessLog(kit.logger)``.
+    """
+
+    __slots__ = ("error", "ok")
+
+    def __init__(self, logger: Logger) -> None:
+        target: Any = logger
+        with_ = getattr(target, "with_", None)
+        if callable(with_):
+            bound = with_("transport", "http")
+            prepare = getattr(bound, "prepare", None)
+            if callable(prepare):
+                # Keys encoded once: a request writes only its values.
+                self.ok: Callable[..., None] = prepare(
+                    "info", "method", "route", "status", "duration"
+                )
+                self.error: Callable[..., None] = prepare(
+                    "error", "method", "route", "status", "duration", "error"
+                )
+                return
+            info = getattr(bound, "info", bound.log)
+            error = getattr(bound, "error", bound.log)
+        else:
+            info = functools.partial(getattr(target, "info", target.log), "transport", "http")
+            error = functools.partial(getattr(target, "error", target.log), "transport", "http")
+        self.ok = functools.partial(_keyed, info, ("method", "route", "status", "duration"))
+        self.error = functools.partial(
+            _keyed, error, ("method", "route", "status", "duration", "error")
+        )
+
+
+def _keyed(emit: Callable[..., None], keys: tuple[str, ...], *values: object) -> None:
+    emit(*(item for pair in zip(keys, values, strict=True) for item in pair))
+
+
 class EnvironHeaders(Mapping[str, str]):
     """EnvironHeaders shows a WSGI environ as lowercase headers, e.g. ``h["traceparent"]``.
 
@@ -215,7 +292,7 @@ class Tracer(Protocol):
 class ServerCall:
     """ServerCall is one request in flight on a server, from `ServerInstruments.start`."""
 
-    __slots__ = ("active", "begin", "method", "scheme", "span", "token")
+    __slots__ = ("active", "begin", "context", "method", "scheme", "span", "token")
 
     def __init__(self, method: str, scheme: str, active: Gauge, begin: float) -> None:
         self.method = method
@@ -223,6 +300,7 @@ class ServerCall:
         self.active = active
         self.begin = begin
         self.span: Any = None
+        self.context: Any = None
         self.token: Any = None
 
 
@@ -231,16 +309,18 @@ class ServerInstruments:
 
     ``http_server_request_duration_seconds`` and ``http_server_active_requests`` are declared on
     *metrics* at construction, bound children are cached per label set, and with a *tracer* each
-    request gets a SERVER span whose parent is extracted from the request headers. Recording never
-    raises. Example::
+    request gets a SERVER span whose parent is extracted from the request headers; the duration is
+    observed while that span is current, so exemplars name its trace. With a *logger* each request
+    also writes an `AccessLog` line, inside the span. Recording never raises. Example::
 
-        inst = ServerInstruments(kit.metrics, kit.tracer)
+        inst = ServerInstruments(kit.metrics, kit.tracer, kit.logger)
         call = inst.start("GET", "http", EnvironHeaders(environ), "/users/7")
         ...
         inst.finish(call, "/users/{id}", 200, None)
     """
 
     __slots__ = (
+        "_access",
         "_active",
         "_active_children",
         "_attach",
@@ -253,11 +333,14 @@ class ServerInstruments:
         "_with_span",
     )
 
-    def __init__(self, metrics: Provider, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self, metrics: Provider, tracer: Tracer | None = None, logger: Logger | None = None
+    ) -> None:
         self._duration: Histogram = metrics.declare(contract.HTTP_SERVER_REQUEST_DURATION)
         self._active: Gauge = metrics.declare(contract.HTTP_SERVER_ACTIVE_REQUESTS)
         self._duration_children: dict[tuple[str, str, str, str, str], Histogram] = {}
         self._active_children: dict[tuple[str, str], Gauge] = {}
+        self._access = AccessLog(logger) if logger is not None else None
         self._tracer = tracer
         if tracer is not None:
             # Imported only when tracing is on, so metrics-only users need no OpenTelemetry.
@@ -309,7 +392,8 @@ class ServerInstruments:
             context=parent,
         )
         call.span = span
-        call.token = self._attach(self._with_span(span, parent))
+        call.context = context = self._with_span(span, parent)
+        call.token = self._attach(context)
 
     def release(self, call: ServerCall) -> None:
         """release stops *call*'s span being current, e.g. once a WSGI app has returned.
@@ -325,10 +409,11 @@ class ServerInstruments:
     def finish(
         self, call: ServerCall, template: str | None, code: int, exc: BaseException | None
     ) -> None:
-        """finish records the request: duration, in-flight count, span; it never raises.
+        """finish records the request: duration, in-flight count, access log, span; never raises.
 
         *template* is the matched route template or None, *code* the status sent (500 if none
-        was sent because of *exc*).
+        was sent because of *exc*). The span is current while the duration is observed and the
+        access line written (made current again if `release` was called), then it ends.
         """
         try:
             elapsed = time.perf_counter() - call.begin
@@ -342,9 +427,22 @@ class ServerInstruments:
                 child = self._duration.labels(*key)
                 if len(self._duration_children) < _CACHE_MAX:
                     self._duration_children[key] = child
-            if call.span is not None:
-                self._end_span(call, rt, code, err, exc)
-            child.observe(elapsed)
+            span = call.span
+            if span is not None and call.token is None:
+                # Released (WSGI: the app returned before the body was sent): current again, so
+                # the exemplar and the log line carry this request's trace.
+                call.token = self._attach(call.context)
+            try:
+                child.observe(elapsed)
+                access = self._access
+                if access is not None:
+                    if err:
+                        access.error(call.method, rt, st, elapsed, err)
+                    else:
+                        access.ok(call.method, rt, st, elapsed)
+            finally:
+                if span is not None:
+                    self._end_span(call, rt, code, err, exc)
         except Exception:  # the recording path never raises into the application
             pass
 

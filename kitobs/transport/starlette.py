@@ -11,7 +11,13 @@ Starlette's router and FastAPI's put in ``scope["route"]`` while routing::
     # uvicorn.run(asgi_app, host="127.0.0.1", port=8000)
 
 Views need no change. Without a *kit* the process-wide `kitobs.kit.default` is used. Inside a
-``Mount`` the label is the inner route's path (see `kitobs.transport.asgi.route_from_scope`).
+``Mount`` the label is the inner route's path (see `kitobs.transport.asgi.route_from_scope`). The
+Kit's ``[transport.http]`` settings apply: requests for ``exclude_paths`` (by default ``/metrics``
+and ``/debug/vars``) are not recorded, and with ``access_log`` (the default) each request writes
+one line through ``kit.logger``. The exposition pages mount with ``add_route``::
+
+    for path, page in kit.metrics.asgi_routes().items():
+        app.add_route(path, page)
 """
 
 from __future__ import annotations
@@ -35,4 +41,11 @@ def instrument(app: asgi.ASGIApp, kit: Kit | None = None) -> asgi.Middleware:
         from kitobs.kit import default
 
         kit = default()
-    return asgi.Middleware(app, kit.metrics, tracer=kit.tracer)
+    http = kit.settings.transport.http
+    return asgi.Middleware(
+        app,
+        kit.metrics,
+        tracer=kit.tracer,
+        logger=kit.logger if http.access_log else None,
+        exclude_paths=http.exclude_paths,
+    )

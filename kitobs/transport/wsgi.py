@@ -4,14 +4,17 @@
 request, ``http_server_request_duration_seconds`` and ``http_server_active_requests`` (see
 `kitobs.contract`) and, with a tracer, a SERVER span whose parent comes from the request headers::
 
-    app.wsgi_app = Middleware(app.wsgi_app, kit.metrics, tracer=kit.tracer)
+    app.wsgi_app = Middleware(app.wsgi_app, kit.metrics, tracer=kit.tracer, logger=kit.logger)
 
-Put it outermost, so responses written by inner middleware (429s, 500s) are counted. The request
-ends when the server closes the response iterable, so streamed bodies are timed in full. The route
-template comes from ``route_getter(environ)``, called after the application returned, or else
-from ``environ["kitobs.route"]`` (`ROUTE_KEY`), which framework integrations and `Server` set; a
-request without one is ``unmatched``. Frameworks that turn an exception into a 500 page store it
-under `EXCEPTION_KEY` so that ``error_type`` names it.
+With a *logger* each request also writes one access log line (`kitobs.transport.http.AccessLog`).
+Requests for the *exclude_paths* (by default the exposition pages, ``/metrics`` and
+``/debug/vars``) are passed to the app unrecorded. Put it outermost, so responses written by inner
+middleware (429s, 500s) are counted. The request ends when the server closes the response iterable,
+so streamed bodies are timed in full. The route template comes from ``route_getter(environ)``,
+called after the application returned, or else from ``environ["kitobs.route"]`` (`ROUTE_KEY`),
+which framework integrations and `Server` set; a request without one is ``unmatched``. Frameworks
+that turn an exception into a 500 page store it under `EXCEPTION_KEY` so that ``error_type`` names
+it.
 
 `Server` is go-kit's ``http.Server``: *decode* turns the request into the endpoint's request,
 *encode* turns its response into a `Response`; *before* hooks see the environ first, *after* hooks
@@ -21,7 +24,9 @@ see the encoded response, an *error_encoder* turns an exception or a business er
     server = Server(sum_endpoint, decode_json, encode_json, route="/sum")
     app = Middleware(server, kit.metrics, tracer=kit.tracer)
 
-The span is current while the application runs (not while the server iterates a streamed body).
+The span is current while the application runs (not while the server iterates a streamed body),
+and again while the request is recorded, so the duration's exemplar and the access log line carry
+its trace.
 """
 
 from __future__ import annotations
@@ -35,14 +40,17 @@ from typing import TYPE_CHECKING, Any
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
 from kitobs.errors import ConfigError
 from kitobs.transport.http import (
+    DEFAULT_EXCLUDE_PATHS,
     BadRequest,
     EnvironHeaders,
     ServerInstruments,
     Tracer,
     decode_json_body,
 )
+from kitobs.transport.http import exclude_paths as _exclude_paths
 
 if TYPE_CHECKING:
+    from kitobs.log import Logger
     from kitobs.metrics import Provider
 
 __all__ = [
@@ -154,9 +162,14 @@ class Middleware:
         metrics: the provider the contract's HTTP server metrics are declared on.
         tracer: starts a SERVER span per request when given (e.g. ``kit.tracer``).
         route_getter: returns the route template from the environ after the app ran, or None.
+        logger: writes one access log line per request when given (e.g. ``kit.logger``).
+        exclude_paths: ``PATH_INFO`` values passed through unrecorded, e.g. ``("/metrics",)``.
+
+    Raises:
+        ConfigError: an excluded path does not start with ``/``.
     """
 
-    __slots__ = ("_app", "_instruments", "_route_getter", "_traced")
+    __slots__ = ("_app", "_excluded", "_instruments", "_route_getter", "_traced")
 
     def __init__(
         self,
@@ -165,13 +178,18 @@ class Middleware:
         *,
         tracer: Tracer | None = None,
         route_getter: Callable[[Environ], str | None] | None = None,
+        logger: Logger | None = None,
+        exclude_paths: Iterable[str] = DEFAULT_EXCLUDE_PATHS,
     ) -> None:
         self._app = app
-        self._instruments = ServerInstruments(metrics, tracer)
+        self._excluded = _exclude_paths(exclude_paths)
+        self._instruments = ServerInstruments(metrics, tracer, logger)
         self._route_getter = route_getter or _route_from_environ
         self._traced = tracer is not None
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "") in self._excluded:
+            return self._app(environ, start_response)
         call = self._instruments.start(
             environ.get("REQUEST_METHOD", ""),
             environ.get("wsgi.url_scheme", "http"),

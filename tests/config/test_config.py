@@ -228,3 +228,18 @@ def test_reference_in_readme_matches_the_schema() -> None:
         "the configuration reference in README.md is out of date: regenerate it from "
         "`kitobs config reference` (sections as ### headings)"
     )
+
+
+def test_transport_http_keys_from_the_environment() -> None:
+    default = load(env={}, search=False).transport.http
+    assert default.exclude_paths == ("/metrics", "/debug/vars")
+    assert default.access_log is True
+    settings = load(
+        env={
+            "KITOBS_TRANSPORT_HTTP_EXCLUDE_PATHS": "/metrics,/healthz",
+            "KITOBS_TRANSPORT_HTTP_ACCESS_LOG": "false",
+        },
+        search=False,
+    )
+    assert settings.transport.http.exclude_paths == ("/metrics", "/healthz")
+    assert settings.transport.http.access_log is False

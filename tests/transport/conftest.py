@@ -30,10 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 class Served:
     """Served is one server subprocess, e.g. ``Served("gunicorn", "srv_flask", receiver)``."""
 
-    def __init__(self, runner: str, module: str, zipkin_url: str, **env: str) -> None:
-        self.port = servers.free_port()
+    def __init__(
+        self, runner: str, module: str, zipkin_url: str, *, port: int = 0, **env: str
+    ) -> None:
+        self.port = port or servers.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        target = f"tests.transport.{module}:app"
+        # "srv_x" serves srv_x's app; "srv_x:other" another application of that module.
+        target = f"tests.transport.{module}" + ("" if ":" in module else ":app")
         if runner == "gunicorn":
             cmd = [
                 sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "4",
