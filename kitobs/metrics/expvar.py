@@ -53,6 +53,7 @@ from kitobs.metrics._store import (
     LockedGaugeValue,
 )
 from kitobs.metrics.process import Collector as ProcessCollector
+from kitobs.redact import Rule
 
 if TYPE_CHECKING:
     pass
@@ -75,19 +76,14 @@ _LOG_GAMMA = math.log(_GAMMA)
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
 
 
-def _secret_key(key: str, keys: Iterable[str]) -> bool:
-    key = key.lstrip("-").lower().replace("-", "_")
-    last = re.split(r"[_.]", key)[-1]
-    return any(k in (key, last) for k in keys)
-
-
 def redact_cmdline(argv: Sequence[str], keys: Iterable[str] = DEFAULT_REDACT_KEYS) -> list[str]:
     """redact_cmdline hides credential-like arguments, e.g. ``--token=abc`` → ``--token=…``.
 
     Covers ``--key=value``, ``--key value`` (the next argument), ``key=value`` and passwords in
-    URLs (``scheme://user:secret@host``).
+    URLs (``scheme://user:secret@host``). Which names are secret is `kitobs.redact`'s rule, the
+    one log lines and span attributes follow (``API_KEY``, ``--db-password``, ``accessToken``).
     """
-    keys = tuple(k.lower() for k in keys)
+    secret = Rule(keys)
     out: list[str] = []
     hide_next = False
     for arg in argv:
@@ -97,9 +93,9 @@ def redact_cmdline(argv: Sequence[str], keys: Iterable[str] = DEFAULT_REDACT_KEY
             continue
         arg = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", arg)
         name, sep, _value = arg.partition("=")
-        if sep and _secret_key(name, keys):
+        if sep and secret(name.lstrip("-")):
             out.append(f"{name}={REDACTED}")
-        elif arg.startswith("-") and _secret_key(arg, keys):
+        elif arg.startswith("-") and secret(arg.lstrip("-")):
             out.append(arg)
             hide_next = True
         else:
