@@ -191,7 +191,8 @@ class PrometheusSettings:
     exemplars: bool = _key(True, "Attach trace ids of sampled requests to histogram buckets.")
     multiprocess_dir: str = _key(
         "",
-        "Directory for pre-fork multi-process mode; empty turns it off.",
+        "Directory the workers of a multi-process server share; empty picks one per server"
+        " when [metrics] multiprocess finds workers.",
     )
 
 
@@ -304,6 +305,12 @@ class MetricsSettings:
     )
     process_metrics: bool = _key(True, "Report process and runtime metrics.")
     created_series: bool = _key(False, "Expose Prometheus _created series.")
+    multiprocess: str = _key(
+        "auto",
+        "Totals across worker processes: auto finds gunicorn and uvicorn workers; off never"
+        " shares.",
+        choices=("auto", "off"),
+    )
     prometheus: PrometheusSettings = _section(PrometheusSettings)
     statsd: StatsdSettings = _section(StatsdSettings)
     expvar: ExpvarSettings = _section(ExpvarSettings)

@@ -139,6 +139,12 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+class _SharedPortServer(_ThreadingServer):
+    # Every worker of a multi-process server binds the same port; the kernel spreads
+    # connections over them, and each answers with the totals of all (Linux, same user only).
+    allow_reuse_port = True
+
+
 def route(routes: Mapping[str, _WSGI]) -> _WSGI:
     """route dispatches by ``PATH_INFO`` to *routes*, 404 otherwise."""
 
@@ -157,8 +163,11 @@ class Server:
 
     __slots__ = ("_server", "_thread", "address")
 
-    def __init__(self, routes: Mapping[str, _WSGI], host: str, port: int) -> None:
-        self._server = _ThreadingServer((host, port), _Quiet)
+    def __init__(
+        self, routes: Mapping[str, _WSGI], host: str, port: int, *, reuse_port: bool = False
+    ) -> None:
+        kind = _SharedPortServer if reuse_port else _ThreadingServer
+        self._server = kind((host, port), _Quiet)
         self._server.set_app(route(dict(routes)))
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
         self._thread = threading.Thread(
@@ -174,10 +183,15 @@ class Server:
         self._server.server_close()
 
 
-def serve(routes: Mapping[str, _WSGI], address: str, *, key: str) -> Server:
-    """serve starts a `Server` on *address* (``host:port``, port 0 picks one)."""
+def serve(
+    routes: Mapping[str, _WSGI], address: str, *, key: str, reuse_port: bool = False
+) -> Server:
+    """serve starts a `Server` on *address* (``host:port``, port 0 picks one).
+
+    With *reuse_port*, processes of one user may each bind the same address (``SO_REUSEPORT``).
+    """
     host, port = parse_address(address, key=key)
     try:
-        return Server(routes, host, port)
+        return Server(routes, host, port, reuse_port=reuse_port)
     except OSError as err:
         raise ConfigError(f"cannot listen: {err}", key=key, value=address) from None

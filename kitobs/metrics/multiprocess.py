@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
 import fcntl
@@ -39,6 +40,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -103,11 +105,16 @@ class _File:
     """One process's value file: entries of (key length, key, padding, float64)."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / f"{os.getpid()}-{uuid.uuid4().hex}{_SUFFIX}"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        name = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self.path = directory / f"{name}{_SUFFIX}"
+        # Created under another name and renamed once locked: a scrape never sees the file
+        # without its lock, which would make it look like the file of a process that exited.
+        making = directory / f".{name}.new"
+        self.fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while this process lives
         self.size = _INITIAL
         os.ftruncate(self.fd, self.size)
+        os.rename(making, self.path)
         self.mm = mmap.mmap(self.fd, self.size)
         self.used = _HEADER
         struct.pack_into("<Q", self.mm, 0, self.used)
@@ -309,6 +316,10 @@ class Provider(Pages, Declaring):
         self._exemplar_context = exemplar_context
         self._process = ProcessCollector() if process_metrics else None
         self._closed = False
+        # Descriptors held open for a moment (the directory's lock, a probe of a file's lock):
+        # a child forked meanwhile gets a copy, which would hold that lock for as long as the
+        # child lives, so the child closes them.
+        self._transient: set[int] = set()
         _fork.in_child(self)
         self.collect_dead()
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
@@ -317,7 +328,12 @@ class Provider(Pages, Declaring):
         self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._server: Server | None = None
         if listen:
-            self._server = serve(self.wsgi_routes(), listen, key="metrics.prometheus.listen")
+            self._server = serve(
+                self.wsgi_routes(), listen, key="metrics.prometheus.listen", reuse_port=True
+            )
+            # A worker leaving (recycled, or the server stopping) stops listening first, so
+            # that the kernel sends new scrapes to the workers that stay.
+            atexit.register(_stop_server, weakref.ref(self))
 
     # --- declaring ------------------------------------------------------------------------
 
@@ -421,13 +437,26 @@ class Provider(Pages, Declaring):
                         self._file.slot(k, exemplar=True) for k in slot._exemplar_keys
                     ]
         self._server = None  # the standalone server's thread does not survive fork
+        for fd in tuple(self._transient):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._transient = set()
+
+    @contextlib.contextmanager
+    def _flocked(self, path: Path, how: int) -> Iterator[int]:
+        """Open *path* and hold ``flock(how)`` on it for the block (``LOCK_NB`` raises OSError)."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._transient.add(fd)
+        try:
+            fcntl.flock(fd, how)
+            yield fd
+        finally:
+            self._transient.discard(fd)
+            os.close(fd)  # closing releases the flock
 
     def collect_dead(self) -> None:
         """collect_dead merges files of exited processes into the archive and deletes them."""
-        lock_path = self.directory / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._flocked(self.directory / ".lock", fcntl.LOCK_EX):
             dead: list[Path] = []
             for path in self.directory.glob("*" + _SUFFIX):
                 if path == self._file.path:
@@ -449,15 +478,13 @@ class Provider(Pages, Declaring):
             for path in dead:
                 with contextlib.suppress(OSError):
                     path.unlink()
-        finally:
-            os.close(fd)  # closing releases the flock
 
-    @staticmethod
-    def _is_dead(path: Path) -> bool:
+    def _is_dead(self, path: Path) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return False
+        self._transient.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
@@ -465,6 +492,7 @@ class Provider(Pages, Declaring):
         else:
             return True
         finally:
+            self._transient.discard(fd)
             os.close(fd)
 
     def _archive(self) -> tuple[dict[str, float], dict[str, _Exemplar]]:
@@ -491,10 +519,7 @@ class Provider(Pages, Declaring):
     def _gather(self) -> tuple[dict[str, float], dict[str, _Exemplar]]:
         """Every process's values summed by key, and the latest exemplar of each bucket."""
         self.collect_dead()
-        lock_path = self.directory / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # no merge runs while the files are read
+        with self._flocked(self.directory / ".lock", fcntl.LOCK_SH):  # no merge meanwhile
             total, exemplars = self._archive()
             for path in self.directory.glob("*" + _SUFFIX):
                 with contextlib.suppress(OSError):
@@ -504,8 +529,6 @@ class Provider(Pages, Declaring):
                         else:
                             total[key] = total.get(key, 0.0) + value
             return total, exemplars
-        finally:
-            os.close(fd)
 
     # --- exposition -------------------------------------------------------------------------
 
@@ -587,6 +610,11 @@ class Provider(Pages, Declaring):
         om = negotiate(accept)
         return self.exposition(openmetrics=om), OPENMETRICS if om else TEXT
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """address is the standalone server's (host, port), or None without ``listen``."""
+        return self._server.address if self._server is not None else None
+
     def close(self) -> None:
         """close stops the server and releases this process's file (its values stay counted)."""
         if self._server is not None:
@@ -598,6 +626,14 @@ class Provider(Pages, Declaring):
             self._closed = True
             self._file.mm.flush()
             self._file.close()  # releases the flock: the next scrape archives the file
+
+
+def _stop_server(ref: weakref.ref[Provider]) -> None:
+    provider = ref()
+    server = provider._server if provider is not None else None
+    if server is not None:
+        provider._server = None  # type: ignore[union-attr]
+        server.close()
 
 
 def _keep_latest(exemplars: dict[str, _Exemplar], key: str, ex: _Exemplar) -> None:
