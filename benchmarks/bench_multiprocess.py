@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 _PROM_DIR = tempfile.mkdtemp(prefix="bench-prom-mp-")
@@ -78,6 +79,9 @@ def run(workers: int, series: int, repeats: int) -> None:
         if pid == 0:
             try:
                 _worker(kdir, series, cmd_r, ack_w)
+            except BaseException:
+                traceback.print_exc()
+                os.write(ack_w, b"!")  # the parent stops instead of waiting
             finally:
                 os._exit(0)
         pids.append(pid)
@@ -89,7 +93,8 @@ def run(workers: int, series: int, repeats: int) -> None:
         for cmd_w, _ in pipes:
             os.write(cmd_w, b"u")
         for _, ack_r in pipes:
-            os.read(ack_r, 1)
+            if os.read(ack_r, 1) != b"1":
+                raise RuntimeError("a worker failed; its traceback is above")
         rounds += 1
 
     reader = multiprocess.Provider(kdir)

@@ -37,6 +37,7 @@ import math
 import mmap
 import os
 import struct
+import sys
 import threading
 import time
 import uuid
@@ -186,6 +187,71 @@ def _read(path: Path) -> Iterator[tuple[str, float | _Exemplar]]:
             continue
 
 
+class _Layout:
+    """Where a value file's entries are, parsed once: keys only ever get appended to a file, so
+    the layout up to ``used`` bytes stays right, and a scrape just picks the values out."""
+
+    __slots__ = ("exemplars", "ino", "keys", "used", "words")
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+        self.used = _HEADER
+        self.keys: list[str] = []
+        self.words: list[int] = []  # each value's offset in float64 words (entries are aligned)
+        self.exemplars: list[tuple[str, int]] = []  # (key, offset of the record)
+
+    def extend(self, data: bytes, used: int) -> None:
+        """extend parses the entries between the last parse and *used*."""
+        pos = self.used
+        while pos + 4 <= used:
+            (n,) = struct.unpack_from("<I", data, pos)
+            exemplar = n & _EXEMPLAR_FLAG
+            n &= ~_EXEMPLAR_FLAG
+            off = pos + (4 + n + 7) // 8 * 8
+            end = off + (_EX_SIZE if exemplar else 8)
+            if end > used:
+                break
+            key = data[pos + 4 : pos + 4 + n].decode()
+            if exemplar:
+                self.exemplars.append((key, off))
+            else:
+                self.keys.append(key)
+                self.words.append(off // 8)
+            pos = end
+        self.used = pos
+
+
+def _read_layout(
+    path: Path, layouts: dict[Path, _Layout]
+) -> tuple[list[str], list[float], list[tuple[str, _Exemplar]]]:
+    """The keys, values and exemplars of a value file, with its layout cached in *layouts*."""
+    with path.open("rb") as fh:
+        ino = os.fstat(fh.fileno()).st_ino
+        data = fh.read()
+    layout = layouts.get(path)
+    if layout is None or layout.ino != ino:
+        layout = layouts[path] = _Layout(ino)
+    if len(data) < _HEADER:
+        return [], [], []
+    used = min(struct.unpack_from("<Q", data, 0)[0], len(data) // 8 * 8)
+    if used > layout.used:
+        layout.extend(data, used)
+    if sys.byteorder == "little":
+        words = memoryview(data)[: used // 8 * 8].cast("d")
+        values = [words[i] for i in layout.words]
+    else:  # pragma: no cover - the files are little-endian
+        values = [struct.unpack_from("<d", data, i * 8)[0] for i in layout.words]
+    exemplars: list[tuple[str, _Exemplar]] = []
+    for key, off in layout.exemplars:
+        body = data[off + _EX_CRC.size : off + _EX_SIZE]
+        if _EX_CRC.unpack_from(data, off)[0] != zlib.crc32(body):
+            continue  # never written (all zero), or caught half written
+        value, stamp, tlen, slen, trace, span = _EX_BODY.unpack(body)
+        with contextlib.suppress(UnicodeDecodeError):
+            exemplars.append((key, (value, stamp, trace[:tlen].decode(), span[:slen].decode())))
+    return layout.keys, values, exemplars
+
+
 class Slot(Bound):
     """Slot is one series of a multi-process metric, written through to this process's file."""
 
@@ -320,6 +386,8 @@ class Provider(Pages, Declaring):
         # a child forked meanwhile gets a copy, which would hold that lock for as long as the
         # child lives, so the child closes them.
         self._transient: set[int] = set()
+        self._layouts: dict[Path, _Layout] = {}
+        self._parsed: dict[str, tuple[Any, ...]] = {}  # a key, json-decoded once
         _fork.in_child(self)
         self.collect_dead()
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
@@ -423,6 +491,9 @@ class Provider(Pages, Declaring):
     def _after_fork_in_child(self) -> None:
         """In a forked child: a fresh lock and file, every series back at zero."""
         self._lock = threading.Lock()
+        self._server = None  # the standalone server's thread does not survive fork
+        if self._closed:  # a closed provider writes nothing: no file for it in the child
+            return
         old = self._file
         with contextlib.suppress(ValueError, OSError):
             old.mm.close()
@@ -521,13 +592,19 @@ class Provider(Pages, Declaring):
         self.collect_dead()
         with self._flocked(self.directory / ".lock", fcntl.LOCK_SH):  # no merge meanwhile
             total, exemplars = self._archive()
+            layouts: dict[Path, _Layout] = {}
+            get = total.get
             for path in self.directory.glob("*" + _SUFFIX):
-                with contextlib.suppress(OSError):
-                    for key, value in _read(path):
-                        if isinstance(value, tuple):
-                            _keep_latest(exemplars, key, value)
-                        else:
-                            total[key] = total.get(key, 0.0) + value
+                try:
+                    keys, values, file_exemplars = _read_layout(path, self._layouts)
+                except OSError:
+                    continue
+                layouts[path] = self._layouts[path]
+                for key, value in zip(keys, values):  # noqa: B905 - a file may grow meanwhile
+                    total[key] = get(key, 0.0) + value
+                for key, ex in file_exemplars:
+                    _keep_latest(exemplars, key, ex)
+            self._layouts = layouts  # files that went are forgotten
             return total, exemplars
 
     # --- exposition -------------------------------------------------------------------------
@@ -536,10 +613,17 @@ class Provider(Pages, Declaring):
         """exposition renders the totals of every process as text 0.0.4 or OpenMetrics."""
         groups: dict[str, tuple[str, str, dict[tuple[tuple[str, ...], tuple[str, ...]], Any]]] = {}
         totals, exemplars = self._gather()
+        parsed = self._parsed
+        if len(parsed) > 4 * len(totals) + 1000:  # keys of series gone for good
+            parsed.clear()
         for key, value in totals.items():
-            name, kind, help_text, names, values, part, le = json.loads(key)
+            head = parsed.get(key)
+            if head is None:
+                name, kind, help_text, names, values, part, le = json.loads(key)
+                sk = (tuple(names), tuple(values))
+                head = parsed[key] = (name, kind, help_text, sk, part, le)
+            name, kind, help_text, sk, part, le = head
             _, _, series = groups.setdefault(name, (kind, help_text, {}))
-            sk = (tuple(names), tuple(values))
             if kind == "histogram":
                 entry = series.setdefault(sk, {"le": {}, "sum": 0.0, "ex": {}})
                 if part == "le":
