@@ -236,7 +236,8 @@ class PrometheusSettings:
     exemplars: bool = _key(True, "Attach trace ids of sampled requests to histogram buckets.")
     multiprocess_dir: str = _key(
         "",
-        "Directory for pre-fork multi-process mode; empty turns it off.",
+        "Directory the workers of a multi-process server share; empty picks one per server"
+        " when [metrics] multiprocess finds workers.",
     )
 
 
@@ -375,6 +376,12 @@ class MetricsSettings:
         False,
         "Let prometheus.listen and expvar.listen name every interface (0.0.0.0, [::] and their "
         "other spellings), which is refused otherwise.",
+    )
+    multiprocess: str = _key(
+        "auto",
+        "Totals across worker processes: auto finds gunicorn and uvicorn workers; off never"
+        " shares.",
+        choices=("auto", "off"),
     )
     prometheus: PrometheusSettings = _section(PrometheusSettings)
     statsd: StatsdSettings = _section(StatsdSettings)

@@ -230,6 +230,12 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
         super().__init__(address, handler)
 
 
+class _SharedPortServer(_ThreadingServer):
+    # Every worker of a multi-process server binds the same port; the kernel spreads
+    # connections over them, and each answers with the totals of all (Linux, same user only).
+    allow_reuse_port = True
+
+
 def route(routes: Mapping[str, _WSGI]) -> _WSGI:
     """route dispatches by ``PATH_INFO`` to *routes*, 404 otherwise."""
 
@@ -249,9 +255,15 @@ class Server:
     __slots__ = ("_server", "_thread", "address")
 
     def __init__(
-        self, routes: Mapping[str, _WSGI], family: socket.AddressFamily, sockaddr: tuple[Any, ...]
+        self,
+        routes: Mapping[str, _WSGI],
+        family: socket.AddressFamily,
+        sockaddr: tuple[Any, ...],
+        *,
+        reuse_port: bool = False,
     ) -> None:
-        self._server = _ThreadingServer(family, sockaddr, _Quiet)
+        kind = _SharedPortServer if reuse_port else _ThreadingServer
+        self._server = kind(family, sockaddr, _Quiet)
         self._server.set_app(route(dict(routes)))
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
         self._thread = threading.Thread(
@@ -268,9 +280,16 @@ class Server:
 
 
 def serve(
-    routes: Mapping[str, _WSGI], address: str, *, key: str, allow_public: bool = False
+    routes: Mapping[str, _WSGI],
+    address: str,
+    *,
+    key: str,
+    allow_public: bool = False,
+    reuse_port: bool = False,
 ) -> Server:
     """serve starts a `Server` on *address* (``host:port`` or ``[::1]:port``; port 0 picks one).
+
+    With *reuse_port*, processes of one user may each bind the same address (``SO_REUSEPORT``).
 
     Raises:
         ConfigError: a bad or every-interface address (see `parse_address`), or the bind failed.
@@ -278,6 +297,6 @@ def serve(
     host, port = _split(address, key=key, default_host="127.0.0.1")
     family, sockaddr = listen_address(host, port, key=key, value=address, allow_public=allow_public)
     try:
-        return Server(routes, family, sockaddr)
+        return Server(routes, family, sockaddr, reuse_port=reuse_port)
     except OSError as err:
         raise ConfigError(f"cannot listen: {err}", key=key, value=address) from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kitobs.errors import ConfigError
+from kitobs.metrics import _workers
 from kitobs.metrics._declare import Logger
 from kitobs.metrics._http import parse_address
 
@@ -53,10 +54,13 @@ def provider_from_settings(
         raise ConfigError("no backend named", key="metrics.backend", allowed="one or more")
     _check_servers(settings, names)
     common = dict(settings.service.labels)
+    shared = _shared_directory(settings, names, logger)
     members: list[Provider] = []
     try:
         for name in names:
-            members.append(_build(name, settings, common, logger, exemplar_context, meter_provider))
+            members.append(
+                _build(name, settings, common, logger, exemplar_context, meter_provider, shared)
+            )
     except BaseException:
         for built in members:
             built.close()
@@ -94,6 +98,29 @@ def _check_servers(settings: Settings, names: list[str]) -> None:
         )
 
 
+def _shared_directory(settings: Settings, names: list[str], logger: Logger | None) -> str:
+    """The directory the workers of this server share, or "" in a process on its own."""
+    m = settings.metrics
+    if m.prometheus.multiprocess_dir:
+        return m.prometheus.multiprocess_dir
+    if m.multiprocess == "off" or not {"prometheus", "expvar"} & set(names):
+        return ""
+    found = _workers.detect()
+    if isinstance(found, _workers.Detected):
+        return str(_workers.shared_directory(found))
+    if isinstance(found, _workers.Unsure) and logger is not None:
+        logger.log(
+            "level",
+            "warn",
+            "msg",
+            "metrics may show one worker's numbers: set [metrics.prometheus] multiprocess_dir"
+            " (KITOBS_METRICS_PROMETHEUS_MULTIPROCESS_DIR) to a directory the workers share",
+            "reason",
+            found.reason,
+        )
+    return ""
+
+
 def _build(
     name: str,
     settings: Settings,
@@ -101,15 +128,16 @@ def _build(
     logger: Logger | None,
     exemplar_context: ExemplarContext | None,
     meter_provider: Any,
+    shared: str = "",
 ) -> Provider:
     m = settings.metrics
     if name == "prometheus":
         p = m.prometheus
-        if p.multiprocess_dir:
+        if shared:
             from kitobs.metrics import multiprocess
 
             return multiprocess.Provider(
-                p.multiprocess_dir,
+                shared,
                 common_labels=common,
                 max_label_sets=m.max_label_sets,
                 logger=logger,

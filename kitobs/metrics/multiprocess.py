@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
 import fcntl
@@ -36,9 +37,11 @@ import math
 import mmap
 import os
 import struct
+import sys
 import threading
 import time
 import uuid
+import weakref
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -103,11 +106,16 @@ class _File:
     """One process's value file: entries of (key length, key, padding, float64)."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = directory / f"{os.getpid()}-{uuid.uuid4().hex}{_SUFFIX}"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        name = f"{os.getpid()}-{uuid.uuid4().hex}"
+        self.path = directory / f"{name}{_SUFFIX}"
+        # Created under another name and renamed once locked: a scrape never sees the file
+        # without its lock, which would make it look like the file of a process that exited.
+        making = directory / f".{name}.new"
+        self.fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)  # held while this process lives
         self.size = _INITIAL
         os.ftruncate(self.fd, self.size)
+        os.rename(making, self.path)
         self.mm = mmap.mmap(self.fd, self.size)
         self.used = _HEADER
         struct.pack_into("<Q", self.mm, 0, self.used)
@@ -177,6 +185,71 @@ def _read(path: Path) -> Iterator[tuple[str, float | _Exemplar]]:
             yield key, (value, stamp, trace[:tlen].decode(), span[:slen].decode())
         except UnicodeDecodeError:  # pragma: no cover - only a corrupt file
             continue
+
+
+class _Layout:
+    """Where a value file's entries are, parsed once: keys only ever get appended to a file, so
+    the layout up to ``used`` bytes stays right, and a scrape just picks the values out."""
+
+    __slots__ = ("exemplars", "ino", "keys", "used", "words")
+
+    def __init__(self, ino: int) -> None:
+        self.ino = ino
+        self.used = _HEADER
+        self.keys: list[str] = []
+        self.words: list[int] = []  # each value's offset in float64 words (entries are aligned)
+        self.exemplars: list[tuple[str, int]] = []  # (key, offset of the record)
+
+    def extend(self, data: bytes, used: int) -> None:
+        """extend parses the entries between the last parse and *used*."""
+        pos = self.used
+        while pos + 4 <= used:
+            (n,) = struct.unpack_from("<I", data, pos)
+            exemplar = n & _EXEMPLAR_FLAG
+            n &= ~_EXEMPLAR_FLAG
+            off = pos + (4 + n + 7) // 8 * 8
+            end = off + (_EX_SIZE if exemplar else 8)
+            if end > used:
+                break
+            key = data[pos + 4 : pos + 4 + n].decode()
+            if exemplar:
+                self.exemplars.append((key, off))
+            else:
+                self.keys.append(key)
+                self.words.append(off // 8)
+            pos = end
+        self.used = pos
+
+
+def _read_layout(
+    path: Path, layouts: dict[Path, _Layout]
+) -> tuple[list[str], list[float], list[tuple[str, _Exemplar]]]:
+    """The keys, values and exemplars of a value file, with its layout cached in *layouts*."""
+    with path.open("rb") as fh:
+        ino = os.fstat(fh.fileno()).st_ino
+        data = fh.read()
+    layout = layouts.get(path)
+    if layout is None or layout.ino != ino:
+        layout = layouts[path] = _Layout(ino)
+    if len(data) < _HEADER:
+        return [], [], []
+    used = min(struct.unpack_from("<Q", data, 0)[0], len(data) // 8 * 8)
+    if used > layout.used:
+        layout.extend(data, used)
+    if sys.byteorder == "little":
+        words = memoryview(data)[: used // 8 * 8].cast("d")
+        values = [words[i] for i in layout.words]
+    else:  # pragma: no cover - the files are little-endian
+        values = [struct.unpack_from("<d", data, i * 8)[0] for i in layout.words]
+    exemplars: list[tuple[str, _Exemplar]] = []
+    for key, off in layout.exemplars:
+        body = data[off + _EX_CRC.size : off + _EX_SIZE]
+        if _EX_CRC.unpack_from(data, off)[0] != zlib.crc32(body):
+            continue  # never written (all zero), or caught half written
+        value, stamp, tlen, slen, trace, span = _EX_BODY.unpack(body)
+        with contextlib.suppress(UnicodeDecodeError):
+            exemplars.append((key, (value, stamp, trace[:tlen].decode(), span[:slen].decode())))
+    return layout.keys, values, exemplars
 
 
 class Slot(Bound):
@@ -332,6 +405,12 @@ class Provider(Pages, Declaring):
         self._exemplar_context = exemplar_context
         self._process = ProcessCollector() if process_metrics else None
         self._closed = False
+        # Descriptors held open for a moment (the directory's lock, a probe of a file's lock):
+        # a child forked meanwhile gets a copy, which would hold that lock for as long as the
+        # child lives, so the child closes them.
+        self._transient: set[int] = set()
+        self._layouts: dict[Path, _Layout] = {}
+        self._parsed: dict[str, tuple[Any, ...]] = {}  # a key, json-decoded once
         _fork.in_child(self)
         self.collect_dead()
         self._dropped_family = self.declare(TELEMETRY_DROPPED)
@@ -346,7 +425,11 @@ class Provider(Pages, Declaring):
                 listen,
                 key="metrics.prometheus.listen",
                 allow_public=allow_public_listen,
+                reuse_port=True,
             )
+            # A worker leaving (recycled, or the server stopping) stops listening first, so
+            # that the kernel sends new scrapes to the workers that stay.
+            atexit.register(_stop_server, weakref.ref(self))
 
     # --- declaring ------------------------------------------------------------------------
 
@@ -436,6 +519,9 @@ class Provider(Pages, Declaring):
     def _after_fork_in_child(self) -> None:
         """In a forked child: a fresh lock and file, every series back at zero."""
         self._lock = threading.Lock()
+        self._server = None  # the standalone server's thread does not survive fork
+        if self._closed:  # a closed provider writes nothing: no file for it in the child
+            return
         old = self._file
         with contextlib.suppress(ValueError, OSError):
             old.mm.close()
@@ -450,13 +536,26 @@ class Provider(Pages, Declaring):
                         self._file.slot(k, exemplar=True) for k in slot._exemplar_keys
                     ]
         self._server = None  # the standalone server's thread does not survive fork
+        for fd in tuple(self._transient):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._transient = set()
+
+    @contextlib.contextmanager
+    def _flocked(self, path: Path, how: int) -> Iterator[int]:
+        """Open *path* and hold ``flock(how)`` on it for the block (``LOCK_NB`` raises OSError)."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._transient.add(fd)
+        try:
+            fcntl.flock(fd, how)
+            yield fd
+        finally:
+            self._transient.discard(fd)
+            os.close(fd)  # closing releases the flock
 
     def collect_dead(self) -> None:
         """collect_dead merges files of exited processes into the archive and deletes them."""
-        lock_path = self.directory / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._flocked(self.directory / ".lock", fcntl.LOCK_EX):
             dead: list[Path] = []
             for path in self.directory.glob("*" + _SUFFIX):
                 if path == self._file.path:
@@ -478,15 +577,13 @@ class Provider(Pages, Declaring):
             for path in dead:
                 with contextlib.suppress(OSError):
                     path.unlink()
-        finally:
-            os.close(fd)  # closing releases the flock
 
-    @staticmethod
-    def _is_dead(path: Path) -> bool:
+    def _is_dead(self, path: Path) -> bool:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return False
+        self._transient.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
@@ -494,6 +591,7 @@ class Provider(Pages, Declaring):
         else:
             return True
         finally:
+            self._transient.discard(fd)
             os.close(fd)
 
     def _archive(self) -> tuple[dict[str, float], dict[str, _Exemplar]]:
@@ -520,21 +618,22 @@ class Provider(Pages, Declaring):
     def _gather(self) -> tuple[dict[str, float], dict[str, _Exemplar]]:
         """Every process's values summed by key, and the latest exemplar of each bucket."""
         self.collect_dead()
-        lock_path = self.directory / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # no merge runs while the files are read
+        with self._flocked(self.directory / ".lock", fcntl.LOCK_SH):  # no merge meanwhile
             total, exemplars = self._archive()
+            layouts: dict[Path, _Layout] = {}
+            get = total.get
             for path in self.directory.glob("*" + _SUFFIX):
-                with contextlib.suppress(OSError):
-                    for key, value in _read(path):
-                        if isinstance(value, tuple):
-                            _keep_latest(exemplars, key, value)
-                        else:
-                            total[key] = total.get(key, 0.0) + value
+                try:
+                    keys, values, file_exemplars = _read_layout(path, self._layouts)
+                except OSError:
+                    continue
+                layouts[path] = self._layouts[path]
+                for key, value in zip(keys, values):  # noqa: B905 - a file may grow meanwhile
+                    total[key] = get(key, 0.0) + value
+                for key, ex in file_exemplars:
+                    _keep_latest(exemplars, key, ex)
+            self._layouts = layouts  # files that went are forgotten
             return total, exemplars
-        finally:
-            os.close(fd)
 
     # --- exposition -------------------------------------------------------------------------
 
@@ -542,10 +641,17 @@ class Provider(Pages, Declaring):
         """exposition renders the totals of every process as text 0.0.4 or OpenMetrics."""
         groups: dict[str, tuple[str, str, dict[tuple[tuple[str, ...], tuple[str, ...]], Any]]] = {}
         totals, exemplars = self._gather()
+        parsed = self._parsed
+        if len(parsed) > 4 * len(totals) + 1000:  # keys of series gone for good
+            parsed.clear()
         for key, value in totals.items():
-            name, kind, help_text, names, values, part, le = json.loads(key)
+            head = parsed.get(key)
+            if head is None:
+                name, kind, help_text, names, values, part, le = json.loads(key)
+                sk = (tuple(names), tuple(values))
+                head = parsed[key] = (name, kind, help_text, sk, part, le)
+            name, kind, help_text, sk, part, le = head
             _, _, series = groups.setdefault(name, (kind, help_text, {}))
-            sk = (tuple(names), tuple(values))
             if kind == "histogram":
                 entry = series.setdefault(sk, {"le": {}, "sum": 0.0, "ex": {}})
                 if part == "le":
@@ -616,6 +722,11 @@ class Provider(Pages, Declaring):
         om = negotiate(accept)
         return self.exposition(openmetrics=om), OPENMETRICS if om else TEXT
 
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """address is the standalone server's (host, port), or None without ``listen``."""
+        return self._server.address if self._server is not None else None
+
     def close(self) -> None:
         """close stops the server and releases this process's file (its values stay counted)."""
         if self._server is not None:
@@ -627,6 +738,14 @@ class Provider(Pages, Declaring):
             self._closed = True
             self._file.mm.flush()
             self._file.close()  # releases the flock: the next scrape archives the file
+
+
+def _stop_server(ref: weakref.ref[Provider]) -> None:
+    provider = ref()
+    server = provider._server if provider is not None else None
+    if server is not None:
+        provider._server = None  # type: ignore[union-attr]
+        server.close()
 
 
 def _keep_latest(exemplars: dict[str, _Exemplar], key: str, ex: _Exemplar) -> None:

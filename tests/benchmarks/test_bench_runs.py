@@ -70,7 +70,14 @@ def test_bench_tracing_prints_every_case_and_goal() -> None:
 def test_bench_metrics_quick_prints_every_goal() -> None:
     out = _run("bench_metrics.py", "--quick")
     rows = [line for line in out.splitlines() if "(goal <=" in line]
-    assert len(rows) == 5, out
+    assert [r.split("  kitobs")[0].strip() for r in rows] == [
+        "counter add, bound child",
+        "bind 2 labels + add (positional)",
+        "bind 2 labels + add (keyword)",
+        "histogram observe, bound child (14 buckets)",
+        "exposition, 10,000 series",
+        "add to 10,000 series + exposition",
+    ], out
     for row in rows:
         m = re.search(
             r"kitobs +([\d.]+) (ns|ms) +prometheus_client +([\d.]+) (ns|ms) +ratio ([\d.]+)", row
@@ -79,6 +86,24 @@ def test_bench_metrics_quick_prints_every_goal() -> None:
         assert float(m[1]) > 0, row
         assert float(m[3]) > 0, row
         assert abs(float(m[5]) - float(m[1]) / float(m[3])) < 0.002 + 0.01 * float(m[5]), row
+
+
+def test_bench_multiprocess_quick_prints_both_cases() -> None:
+    out = _run("bench_multiprocess.py", "--quick")
+    rows = [line for line in out.splitlines() if "(goal <=" in line]
+    names = [r.split("  kitobs")[0].strip() for r in rows]
+    assert names == [
+        "scrape, 2 workers x 200 series, unchanged",
+        "scrape, 2 workers x 200 series, changed",
+    ], out
+    for row in rows:
+        m = re.search(
+            r"kitobs +([\d.]+) ms +MultiProcessCollector +([\d.]+) ms +ratio ([\d.]+)", row
+        )
+        assert m is not None, row
+        assert float(m[1]) > 0, row
+        assert float(m[2]) > 0, row
+        assert abs(float(m[3]) - float(m[1]) / float(m[2])) < 0.002 + 0.01 * float(m[3]), row
 
 
 def test_bench_statsd_prints_every_case() -> None:

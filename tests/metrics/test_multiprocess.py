@@ -390,3 +390,49 @@ def test_scrapes_during_exemplar_writes_never_show_a_torn_record(tmp_path: Path)
         os.close(stop_w)
     assert len(seen) >= 3  # the scrapes did catch the writer at work
     p.close()
+
+
+def test_scrapes_stay_exact_as_files_grow_and_change(tmp_path: Path) -> None:
+    """A scrape reuses where each file's entries are; new series and new values still show."""
+    p = multiprocess.Provider(tmp_path)
+    jobs = p.counter("jobs", help="Jobs.", labels=("n",))
+    done_r, done_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a live worker adding series between the parent's scrapes
+        try:
+            for step in range(3):
+                os.read(go_r, 1)
+                for i in range(200 * (step + 1)):  # earlier series change, later ones are new
+                    jobs.labels(str(i)).add(1)
+                os.write(done_w, b"1")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    want: dict[str, float] = {}
+    for step in range(3):
+        os.write(go_w, b"1")
+        os.read(done_r, 1)
+        for i in range(200 * (step + 1)):
+            want[str(i)] = want.get(str(i), 0.0) + 1
+        jobs.labels("parent").add(step + 1)
+        want["parent"] = sum(range(1, step + 2))
+        got = _samples(p.exposition().decode())
+        assert {dict(k[1])["n"]: v for k, v in got.items() if k[0] == "jobs_total"} == want
+    os.write(go_w, b"1")
+    os.waitpid(pid, 0)
+    got = _samples(p.exposition().decode())  # the child's file is now archived
+    assert {dict(k[1])["n"]: v for k, v in got.items() if k[0] == "jobs_total"} == want
+    for fd in (done_r, done_w, go_r, go_w):
+        os.close(fd)
+    p.close()
+
+
+def test_a_closed_provider_makes_no_file_in_a_forked_child(tmp_path: Path) -> None:
+    p = multiprocess.Provider(tmp_path / "old")
+    p.close()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert [f.name.split("-")[0] for f in (tmp_path / "old").glob("*.kitobs")] == [str(os.getpid())]
