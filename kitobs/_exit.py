@@ -14,6 +14,12 @@ threads are daemons). Whatever was dropped is reported in one line on stderr, e.
 So a hanging collector, statsd host and Pushgateway together hold the exit for about `budget`
 seconds, not for the sum of their timeouts.
 
+Threads at exit: from Python 3.12 no thread may start once atexit hooks run. So on 3.12 and newer
+a few idle daemon threads are started a moment earlier, when the main thread finishes
+(``threading._register_atexit``, the hook `concurrent.futures` uses), and the flush runs on them;
+`in_background` is how a part starts work of its own at exit. The flush itself still runs from
+atexit, after the application's non-daemon threads have finished and sent their telemetry.
+
 SIGTERM: `handle_sigterm` (called when a `kitobs.kit.Kit` is built) installs a handler only where
 SIGTERM would otherwise kill the process without running atexit hooks: its disposition is
 ``SIG_DFL`` and this is the main thread. The handler runs `run`, restores ``SIG_DFL`` and raises
@@ -23,11 +29,14 @@ have. A handler the application or its server installed (gunicorn's, uvicorn's) 
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import signal
 import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from types import FrameType
 from typing import Protocol
 
@@ -37,6 +46,7 @@ __all__ = [
     "at_exit",
     "budget",
     "handle_sigterm",
+    "in_background",
     "logs_at_exit",
     "run",
     "set_budget",
@@ -60,6 +70,11 @@ _installed: list[bool] = []
 _budget: list[float] = [DEFAULT_BUDGET]
 # Taken once and never released: the exit flush runs once per process, whoever starts it.
 _once = threading.Lock()
+# Idle threads started before atexit (3.12+), for the work `in_background` cannot start then.
+_pool: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+# Workers beyond one per part: a part's own work at exit (the last push) needs one too.
+_SPARE_WORKERS = 4
+_workers: list[threading.Thread] = []
 
 
 def at_exit(part: _Part) -> None:
@@ -97,6 +112,70 @@ def _install() -> None:
         import atexit
 
         atexit.register(run)
+        register = getattr(threading, "_register_atexit", None)
+        if sys.version_info >= (3, 12) and register is not None:
+            # RuntimeError: already shutting down, when threads cannot start anyway.
+            with contextlib.suppress(RuntimeError):
+                register(_start_workers)
+
+
+def _start_workers() -> None:
+    def work() -> None:
+        while True:
+            _pool.get()()
+
+    for _ in range(len(_parts) + len(_logs) + _SPARE_WORKERS):
+        worker = threading.Thread(target=work, name="kitobs-exit-worker", daemon=True)
+        try:
+            worker.start()
+        except RuntimeError:
+            return
+        _workers.append(worker)
+
+
+class Task:
+    """Task is work started by `in_background`; ``join(timeout)`` waits for it to end."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+
+    def join(self, timeout: float | None = None) -> None:
+        """join waits until the work ended or *timeout* seconds passed."""
+        self._done.wait(timeout)
+
+    def is_alive(self) -> bool:
+        """is_alive tells whether the work is still running."""
+        return not self._done.is_set()
+
+
+def in_background(work: Callable[[], None]) -> Task:
+    """in_background runs *work* on a daemon thread, even during atexit (Python 3.12+).
+
+    A new thread where one may start, else one of the idle threads started before atexit, else
+    (none left) *work* runs right here before this returns.
+    """
+    task = Task()
+
+    def run_work() -> None:
+        try:
+            work()
+        finally:
+            task._done.set()
+
+    try:
+        threading.Thread(target=run_work, name="kitobs-exit", daemon=True).start()
+    except RuntimeError:  # 3.12+: no new thread during atexit
+        if _started_workers():
+            _pool.put(run_work)
+        else:
+            run_work()
+    return task
+
+
+def _started_workers() -> bool:
+    return bool(_workers)
 
 
 def run() -> None:
@@ -115,34 +194,25 @@ def _flush_all(parts: list[_Part], deadline: float) -> list[str]:
     results: dict[int, str] = {}
     threads = [(i, part, _start(part, deadline, results, i)) for i, part in enumerate(parts)]
     out = []
-    for i, part, thread in threads:
-        if thread is not None:
-            thread.join(max(0.0, deadline + _REPORT_SLACK - time.monotonic()))
-            if thread.is_alive():
-                name = f"{type(part).__module__}.{type(part).__qualname__}"
-                out.append(f"whatever {name} still held")
-                continue
+    for i, part, task in threads:
+        task.join(max(0.0, deadline + _REPORT_SLACK - time.monotonic()))
+        if task.is_alive():
+            name = f"{type(part).__module__}.{type(part).__qualname__}"
+            out.append(f"whatever {name} still held")
+            continue
         if results.get(i):
             out.append(results[i])
     return out
 
 
-def _start(
-    part: _Part, deadline: float, results: dict[int, str], i: int
-) -> threading.Thread | None:
+def _start(part: _Part, deadline: float, results: dict[int, str], i: int) -> Task:
     def flush() -> None:
         try:
             results[i] = part._flush_at_exit(deadline)
         except Exception as err:  # one part failing must not keep the others from flushing
             results[i] = f"what {type(part).__qualname__} held (flush failed: {err!r})"
 
-    thread = threading.Thread(target=flush, name="kitobs-exit", daemon=True)
-    try:
-        thread.start()
-    except RuntimeError:  # no new threads this late in finalisation: flush here instead
-        flush()
-        return None
-    return thread
+    return in_background(flush)
 
 
 def _report(line: str) -> None:

@@ -210,9 +210,6 @@ class Provider:
         done: list[bool] = []
         if timeout > 0:
             # On its own thread: a server that trickles bytes cannot stretch the socket timeout.
-            thread = threading.Thread(
-                target=lambda: done.append(self._push(timeout)), name="kitobs-push", daemon=True
-            )
-            thread.start()
-            thread.join(max(0.0, deadline - time.monotonic()))
+            task = _exit.in_background(lambda: done.append(self._push(timeout)))
+            task.join(max(0.0, deadline - time.monotonic()))
         return "" if done == [True] else f"the last push to {self.url}"

@@ -105,13 +105,15 @@ class Middleware:
     sync_capable = True
     async_capable = True
 
-    # _is_coroutine: where asgiref's markcoroutinefunction marks an async instance (Python 3.11).
+    # Where asgiref's markcoroutinefunction marks an async instance: _is_coroutine on Python 3.11,
+    # _is_coroutine_marker (inspect.markcoroutinefunction's) on 3.12 and newer.
     __slots__ = (
         "_async",
         "_excluded",
         "_get_response",
         "_instruments",
         "_is_coroutine",
+        "_is_coroutine_marker",
         "_traced",
     )
 
