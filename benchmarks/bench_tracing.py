@@ -45,10 +45,10 @@ from opentelemetry.trace import Span as OtelSpan
 from opentelemetry.trace import SpanContext, SpanKind, get_current_span
 from opentelemetry.util.types import AnyValue
 
+from kitobs._otel_context import SPAN_KEY, attach, detach, get_current
 from kitobs.endpoint.tracing import tracing_middleware
 from kitobs.tracing import Span, Tracer, sampler, zipkin
 from kitobs.tracing._batch import BatchProcessor
-from kitobs.tracing._context import SPAN_KEY, attach, detach, get_current
 from kitobs.tracing.otlp import adapt
 
 

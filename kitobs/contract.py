@@ -1,17 +1,14 @@
-"""The metric contract: every metric kitobs itself emits, and how a declared name becomes each
-backend's name.
+"""The metric contract: every metric kitobs itself emits, with its names on each backend.
 
 These names are a public interface: dashboards, alerts and recording rules are built on them, and
 kitobs' own dashboards are generated from this module. The middleware, the backends and the
 dashboard generator all read it; changing an entry is a breaking change.
 
-A metric is declared once with a snake_case base name (no unit suffix, no ``_total``), a unit, help
-text and label names. Then:
-
-- Prometheus: base + ``_<unit>`` + ``_total`` for counters, e.g. `prometheus_name`.
-- statsd: ``_`` turned into ``.`` after the prefix, e.g. `statsd_name`; durations as timers in ms.
-- expvar page: the Prometheus name, labels as a nested object.
-- OpenTelemetry: the dotted semantic-convention name and dotted attribute names, e.g. `otel_name`.
+The rules every metric name follows (snake_case base name, unit suffixes, ``_total``, statsd's
+dots) live in `kitobs.metrics.naming`, and the declaration type `MetricSpec` in `kitobs.metrics`;
+both are re-exported here, where they were first defined. This module adds what is particular to
+kitobs' own metrics: the OpenTelemetry semantic-convention names (`otel_name`) and attribute names
+(`otel_attribute`) of its labels.
 
 Example::
 
@@ -21,16 +18,24 @@ Example::
     'jobs_total'
     >>> statsd_name("http_server_request_duration", "shop")
     'shop.http.server.request.duration'
+    >>> otel_name("http_server_request_duration")
+    'http.server.request.duration'
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING
 
 from kitobs.config import DURATION_BUCKETS
-from kitobs.errors import ConfigError
+from kitobs.metrics import MetricSpec
+from kitobs.metrics.naming import (
+    UNITS,
+    MetricKind,
+    check_base_name,
+    check_label_name,
+    prometheus_name,
+    statsd_name,
+)
 
 if TYPE_CHECKING:
     from kitobs.metrics import Counter, Gauge, Histogram
@@ -64,13 +69,6 @@ __all__ = [
     "reference",
 ]
 
-MetricKind = Literal["counter", "gauge", "histogram"]
-# The instrument type a spec declares, so `Provider.declare` returns the right Protocol.
-_I = TypeVar("_I", "Counter", "Gauge", "Histogram")
-
-#: Units a metric may declare; the empty string is dimensionless (no suffix).
-UNITS: tuple[str, ...] = ("", "seconds", "bytes", "ratio")
-
 #: Label name → OpenTelemetry attribute name, for the contract's labels.
 ATTRIBUTE_NAMES: dict[str, str] = {
     "http_request_method": "http.request.method",
@@ -100,57 +98,6 @@ KNOWN_METHODS: frozenset[str] = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
 
-_BASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
-_LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
-_SUFFIXES = ("_total", "_seconds", "_bytes", "_ratio", "_count", "_sum", "_bucket", "_created")
-
-
-def check_base_name(name: str, unit: str, kind: MetricKind) -> None:
-    """check_base_name raises `ConfigError` unless *name* is a valid base name, e.g. ``jobs``.
-
-    A base name is snake_case ASCII, without a unit suffix or ``_total``: kitobs adds those.
-    """
-    if unit not in UNITS:
-        raise ConfigError(f"metric {name!r}: unknown unit", value=unit, allowed=UNITS)
-    if not _BASE.match(name):
-        raise ConfigError(
-            f"metric name {name!r} is not snake_case",
-            allowed="lowercase letters, digits and single underscores, starting with a letter",
-        )
-    for suffix in _SUFFIXES:
-        if name.endswith(suffix):
-            fixed = name[: -len(suffix)]
-            raise ConfigError(
-                f"metric name {name!r} already ends in {suffix!r}; kitobs adds unit and "
-                f"_total suffixes itself",
-                allowed=f"declare {fixed!r} (with unit={suffix[1:]!r} if it is a unit)",
-            )
-    if kind not in ("counter", "gauge", "histogram"):
-        raise ConfigError(
-            f"metric {name!r}: unknown kind", value=kind, allowed=("counter", "gauge", "histogram")
-        )
-
-
-def check_label_name(metric: str, label: str) -> None:
-    """check_label_name raises `ConfigError` unless *label* is a snake_case label name."""
-    if not _LABEL.match(label) or label.startswith("__") or label == "le":
-        raise ConfigError(
-            f"metric {metric!r}: label name {label!r} is not allowed",
-            allowed="snake_case names, not starting with __, not 'le'",
-        )
-
-
-def prometheus_name(base: str, unit: str, kind: MetricKind) -> str:
-    """prometheus_name gives the Prometheus name, e.g. ``jobs`` counter → ``jobs_total``."""
-    name = f"{base}_{unit}" if unit else base
-    return f"{name}_total" if kind == "counter" else name
-
-
-def statsd_name(base: str, prefix: str = "") -> str:
-    """statsd_name turns a base name into statsd's, e.g. ``http_requests`` → ``http.requests``."""
-    dotted = base.replace("_", ".")
-    return f"{prefix}.{dotted}" if prefix else dotted
-
 
 def otel_name(base: str) -> str:
     """otel_name gives the OpenTelemetry instrument name, e.g. ``http.server.request.duration``."""
@@ -163,30 +110,6 @@ def otel_name(base: str) -> str:
 def otel_attribute(label: str) -> str:
     """otel_attribute gives a label's OpenTelemetry attribute name, e.g. ``http.route``."""
     return ATTRIBUTE_NAMES.get(label, label)
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec(Generic[_I]):
-    """MetricSpec declares one metric of the contract, e.g. `HTTP_SERVER_REQUEST_DURATION`.
-
-    It is generic in the instrument it declares (``MetricSpec[Histogram]``), so
-    ``provider.declare(spec)`` is typed; ``kind`` must agree with that type.
-    """
-
-    name: str
-    kind: MetricKind
-    unit: str
-    help: str
-    labels: tuple[str, ...]
-    otel: str
-    buckets: tuple[float, ...] | None = None
-    #: Labels present only on some series (e.g. error_type only on errors).
-    optional_labels: tuple[str, ...] = ()
-
-    @property
-    def prometheus_name(self) -> str:
-        """The Prometheus name, e.g. ``http_server_request_duration_seconds``."""
-        return prometheus_name(self.name, self.unit, self.kind)
 
 
 HTTP_SERVER_REQUEST_DURATION: MetricSpec[Histogram] = MetricSpec(

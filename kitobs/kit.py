@@ -30,6 +30,7 @@ from kitobs import _exit
 from kitobs import config as _config
 
 if TYPE_CHECKING:
+    from kitobs.log import ContextLogger, NopLogger
     from kitobs.metrics import Provider
     from kitobs.tracing import Tracer
 
@@ -52,7 +53,7 @@ class Kit:
         self,
         settings: _config.Settings,
         *,
-        logger: Any,
+        logger: ContextLogger | NopLogger,
         metrics: Provider,
         tracer: Tracer,
     ) -> None:

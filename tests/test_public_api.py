@@ -64,3 +64,23 @@ def test_public_names_have_docstrings(name: str) -> None:
         value = getattr(module, attr)
         if inspect.isclass(value) or inspect.isfunction(value):
             assert inspect.getdoc(value), f"{name}.{attr} has no docstring"
+
+
+# Public names that moved stay importable from where they were, as the very same objects.
+MOVED = [
+    ("kitobs.contract", "kitobs.metrics.naming", "MetricKind"),
+    ("kitobs.contract", "kitobs.metrics.naming", "UNITS"),
+    ("kitobs.contract", "kitobs.metrics.naming", "check_base_name"),
+    ("kitobs.contract", "kitobs.metrics.naming", "check_label_name"),
+    ("kitobs.contract", "kitobs.metrics.naming", "prometheus_name"),
+    ("kitobs.contract", "kitobs.metrics.naming", "statsd_name"),
+    ("kitobs.contract", "kitobs.metrics", "MetricSpec"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "attr"), MOVED)
+def test_moved_names_are_reexported_from_their_old_module(old: str, new: str, attr: str) -> None:
+    old_module, new_module = importlib.import_module(old), importlib.import_module(new)
+    assert attr in old_module.__all__
+    assert attr in new_module.__all__
+    assert getattr(old_module, attr) is getattr(new_module, attr)

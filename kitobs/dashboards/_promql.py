@@ -1,6 +1,6 @@
 """PromQL built from the metric contract: a renamed metric or label breaks the build, not a panel.
 
-Every metric name comes from a `kitobs.contract.MetricSpec`; every label name goes through `label`,
+Every metric name comes from a `kitobs.metrics.MetricSpec`; every label name goes through `label`,
 which raises `kitobs.errors.ConfigError` when the spec does not declare it. Series are scoped to
 the dashboard's ``$job`` and ``$instance`` variables, the scrape target's labels.
 """
@@ -36,7 +36,7 @@ SCOPE: tuple[str, ...] = ('job=~"$job"', 'instance=~"$instance"')
 
 
 class Spec(Protocol):
-    """Spec is what a query needs of a `kitobs.contract.MetricSpec`, e.g. its Prometheus name."""
+    """Spec is what a query needs of a `kitobs.metrics.MetricSpec`, e.g. its Prometheus name."""
 
     @property
     def kind(self) -> str:

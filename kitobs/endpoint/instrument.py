@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import wrapt
 
+from kitobs import _otel_context as _context
 from kitobs import contract
 from kitobs.endpoint import (
     _PLAIN,
@@ -68,7 +69,6 @@ from kitobs.endpoint import (
 )
 from kitobs.endpoint.logging import _emitters, _error_text
 from kitobs.endpoint.tracing import _OUTCOME, _mark
-from kitobs.tracing import _context
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Generator

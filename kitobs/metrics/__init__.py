@@ -65,10 +65,10 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Generic, ParamSpec, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
+from kitobs.metrics.naming import MetricKind, prometheus_name
 
 __all__ = [
     "Counter",
@@ -77,6 +77,7 @@ __all__ = [
     "Provider",
     "Instrument",
     "InstrumentT",
+    "MetricSpec",
     "GaugeCallback",
     "ExemplarContext",
     "WSGIApp",
@@ -138,7 +139,7 @@ class Histogram(Protocol):
 
 #: Instrument is any of the three instruments, e.g. the result of `Provider.declare`.
 Instrument = Counter | Gauge | Histogram
-#: InstrumentT is the instrument type a `kitobs.contract.MetricSpec` declares, e.g. `Histogram`.
+#: InstrumentT is the instrument type a `MetricSpec` declares, e.g. `Histogram`.
 InstrumentT = TypeVar("InstrumentT", Counter, Gauge, Histogram)
 #: GaugeCallback is read at collection time, e.g. ``lambda: queue.qsize()``; with labels, it
 #: returns a mapping from label-value tuples (declared order) to values.
@@ -151,13 +152,38 @@ WSGIApp = Callable[..., Iterable[bytes]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class MetricSpec(Generic[InstrumentT]):
+    """MetricSpec declares one metric, e.g. `kitobs.contract.HTTP_SERVER_REQUEST_DURATION`.
+
+    It is generic in the instrument it declares (``MetricSpec[Histogram]``), so
+    ``provider.declare(spec)`` is typed; ``kind`` must agree with that type. Names follow
+    `kitobs.metrics.naming`.
+    """
+
+    name: str
+    kind: MetricKind
+    unit: str
+    help: str
+    labels: tuple[str, ...]
+    otel: str
+    buckets: tuple[float, ...] | None = None
+    #: Labels present only on some series (e.g. error_type only on errors).
+    optional_labels: tuple[str, ...] = ()
+
+    @property
+    def prometheus_name(self) -> str:
+        """The Prometheus name, e.g. ``http_server_request_duration_seconds``."""
+        return prometheus_name(self.name, self.unit, self.kind)
+
+
 class Provider(Protocol):
     """Provider declares metrics on one backend, e.g. ``provider.counter("jobs", help="…")``.
 
     Declaring a name again with the same shape returns the existing metric; with another shape
     (kind, unit, labels, buckets) it raises `kitobs.errors.DuplicateMetricError`. Bad names raise
-    `kitobs.errors.ConfigError`. Names follow `kitobs.contract`: a snake_case base name without
-    unit suffix or ``_total``.
+    `kitobs.errors.ConfigError`. Names follow `kitobs.metrics.naming`: a snake_case base name
+    without unit suffix or ``_total``.
     """
 
     def counter(

@@ -37,18 +37,26 @@ from kitobs.contract import (
     PROCESS_FAMILIES,
     RECORD_DROP_REASONS,
     TELEMETRY_DROPPED,
+)
+from kitobs.contract import otel_name as _otel_name
+from kitobs.errors import ConfigError, DuplicateMetricError
+from kitobs.metrics.naming import (
     MetricKind,
-    MetricSpec,
     check_base_name,
     check_label_name,
     prometheus_name,
     statsd_name,
 )
-from kitobs.contract import otel_name as _otel_name
-from kitobs.errors import ConfigError, DuplicateMetricError
 
 if TYPE_CHECKING:
-    from kitobs.metrics import Counter, Gauge, GaugeCallback, Histogram, InstrumentT
+    from kitobs.metrics import (
+        Counter,
+        Gauge,
+        GaugeCallback,
+        Histogram,
+        InstrumentT,
+        MetricSpec,
+    )
 
 __all__ = [
     "LOCK_FREE",

@@ -34,8 +34,7 @@ from kitobs.metrics import prometheus
 from kitobs.metrics._declare import Logger, NopLogger
 
 if TYPE_CHECKING:
-    from kitobs.contract import MetricSpec
-    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
+    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, MetricSpec, WSGIApp
     from kitobs.metrics import Counter as CounterProtocol
     from kitobs.metrics import Gauge as GaugeProtocol
     from kitobs.metrics import Histogram as HistogramProtocol

@@ -90,8 +90,7 @@ from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
     from kitobs.config import Settings
-    from kitobs.contract import MetricSpec
-    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, WSGIApp
+    from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, MetricSpec, WSGIApp
 
 __all__ = [
     "Provider",

@@ -28,13 +28,11 @@ Exporters do not carry span links to Zipkin as links (Zipkin has none); see `kit
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Protocol
-
 from opentelemetry.trace import SpanKind
 
-if TYPE_CHECKING:
-    from opentelemetry.context.context import Context
+from kitobs.tracing._api import Counter, Exporter, Logger, Processor, Propagator, Sampler
+from kitobs.tracing._span import Span, current_ids, current_sampled_ids
+from kitobs.tracing._tracer import Tracer
 
 __all__ = [
     # Spans and the tracer
@@ -52,63 +50,3 @@ __all__ = [
     "current_ids",
     "current_sampled_ids",
 ]
-
-
-class Sampler(Protocol):
-    """Sampler decides whether a new span is sampled, e.g. `kitobs.tracing.sampler.TraceIdRatio`.
-
-    *parent_sampled* is the parent's sampled flag, or None for a root span.
-    """
-
-    def sample(self, trace_id: int, parent_sampled: bool | None) -> bool: ...
-
-
-class Processor(Protocol):
-    """Processor receives every ended sampled span, e.g. the batching sender in front of Zipkin.
-
-    ``on_end`` is on the caller's hot path: it must return quickly and never raise or block.
-    ``shutdown`` sends what is queued, waiting at most its configured timeout.
-    """
-
-    def on_end(self, span: Span) -> None: ...
-
-    def flush(self, timeout: float | None = None) -> bool: ...
-
-    def shutdown(self) -> None: ...
-
-
-class Exporter(Protocol):
-    """Exporter sends a batch of ended spans somewhere, e.g. `kitobs.tracing.zipkin.Exporter`.
-
-    It runs on the processor's background thread, may take up to *timeout* seconds and raises on
-    failure; the processor counts the batch as dropped and logs the error.
-    """
-
-    def export(self, spans: Sequence[Span], timeout: float) -> None: ...
-
-
-class Propagator(Protocol):
-    """Propagator writes and reads one header format, e.g. W3C ``traceparent``.
-
-    *carrier* is a headers mapping; names are matched case-insensitively when reading.
-    """
-
-    def inject(self, carrier: MutableMapping[str, str], context: Context) -> None: ...
-
-    def extract(self, carrier: Mapping[str, str], context: Context) -> Context: ...
-
-
-class Counter(Protocol):
-    """Counter counts dropped spans, e.g. ``provider.dropped("spans", "queue_full")``."""
-
-    def add(self, delta: float) -> None: ...
-
-
-class Logger(Protocol):
-    """Logger is `kitobs.log.Logger`'s shape: ``log("msg", "spans dropped", "count", 3)``."""
-
-    def log(self, *keyvals: object) -> None: ...
-
-
-from kitobs.tracing._span import Span, current_ids, current_sampled_ids  # noqa: E402
-from kitobs.tracing._tracer import Tracer  # noqa: E402

@@ -37,7 +37,8 @@ from kitobs.errors import ConfigError
 from kitobs.redact import Rule
 
 if TYPE_CHECKING:
-    from kitobs.tracing import Counter, Exporter, Logger, Span
+    from kitobs.tracing._api import Counter, Exporter, Logger
+    from kitobs.tracing._span import Span
 
 __all__ = ["BatchProcessor", "REASONS", "redact_spans"]
 

@@ -21,7 +21,7 @@ from opentelemetry.trace import Span as OtelSpan
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util import types
 
-from kitobs.tracing import _context
+from kitobs import _otel_context as _context
 
 __all__ = [
     "Span",

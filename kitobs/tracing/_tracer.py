@@ -12,13 +12,13 @@ from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace import Span as OtelSpan
 from opentelemetry.util import types
 
-from kitobs.tracing import _context
+from kitobs import _otel_context as _context
 from kitobs.tracing._span import SPAN_TYPES, Span, StartedSpan, UnsampledSpan
 from kitobs.tracing.propagation import Baggage, TraceContext
 from kitobs.tracing.sampler import AlwaysOff, AlwaysOn, ParentBased
 
 if TYPE_CHECKING:
-    from kitobs.tracing import Processor, Propagator, Sampler
+    from kitobs.tracing._api import Processor, Propagator, Sampler
 
 __all__ = ["Tracer"]
 

@@ -36,12 +36,12 @@ from opentelemetry import baggage as otel_baggage
 from opentelemetry.context.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from kitobs._otel_context import SPAN_KEY
 from kitobs.errors import ConfigError
-from kitobs.tracing._context import SPAN_KEY
 from kitobs.tracing._span import span_ids
 
 if TYPE_CHECKING:
-    from kitobs.tracing import Propagator
+    from kitobs.tracing._api import Propagator
 
 __all__ = [
     "TraceContext",

@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 from kitobs.errors import ConfigError
-from kitobs.tracing import Sampler
+from kitobs.tracing._api import Sampler
 
 __all__ = [
     "AlwaysOn",

@@ -346,7 +346,7 @@ class ServerInstruments:
             # Imported only when tracing is on, so metrics-only users need no OpenTelemetry.
             from opentelemetry.trace import SpanKind, StatusCode
 
-            from kitobs.tracing._context import attach, detach, with_span
+            from kitobs._otel_context import attach, detach, with_span
 
             self._kind = SpanKind.SERVER
             self._error_status = StatusCode.ERROR
@@ -537,7 +537,7 @@ class ClientInstruments:
         if tracer is not None:
             from opentelemetry.trace import SpanKind, StatusCode
 
-            from kitobs.tracing._context import with_span
+            from kitobs._otel_context import with_span
 
             self._kind = SpanKind.CLIENT
             self._error_status = StatusCode.ERROR

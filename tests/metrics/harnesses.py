@@ -5,14 +5,12 @@ output: the Prometheus exposition parsed by prometheus_client's parsers, the exp
 OpenTelemetry in-memory reader, the memory backend's assertion API. Names given to a harness
 are base names (``jobs``); each harness maps them to its backend's names.
 
-`HARNESSES` maps a backend name to a harness factory. The statsd engineer adds statsd harnesses
-in ``harness_statsd.py`` as ``CONFORMANCE`` (same shape as `HARNESSES`); it is merged here when
-present. (An older ``HARNESSES`` there, of (provider, read) pairs, is adapted.)
+`HARNESSES` maps a backend name to a harness factory; the statsd harnesses live in
+``harness_statsd.py`` as ``CONFORMANCE`` (same shape) and are merged in here.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import tempfile
@@ -35,6 +33,7 @@ from kitobs.metrics import multiprocess as multiprocess_backend
 from kitobs.metrics import otel as otel_backend
 from kitobs.metrics import prometheus as prometheus_backend
 from kitobs.metrics import pushgateway as pushgateway_backend
+from tests.metrics import harness_statsd as statsd_harnesses
 
 __all__ = ["HARNESSES", "Harness", "names", "strict_json"]
 
@@ -292,52 +291,4 @@ def _dump(obj: object) -> str:
     return json.dumps(obj, sort_keys=True)
 
 
-def _statsd_harnesses() -> dict[str, Callable[[], Harness]]:
-    try:
-        mod = importlib.import_module("tests.metrics.harness_statsd")
-    except ImportError:
-        return {}
-    conformance = getattr(mod, "CONFORMANCE", None)
-    if conformance is not None:
-        return dict(conformance)
-    legacy = getattr(mod, "HARNESSES", {})
-    return {name: _adapt(name, make) for name, make in legacy.items()}
-
-
-def _adapt(name: str, make: Callable[[], tuple[Any, Callable[[], Any]]]) -> Callable[[], Harness]:
-    etsy = name.endswith("etsy")
-
-    class _Statsd:
-        def __init__(self) -> None:
-            self.provider, self._read = make()
-
-        def _key(self, base: str, labels: dict[str, str]) -> str:
-            dotted = contract.statsd_name(base)
-            if etsy:
-                return ".".join([dotted, *(v for v in labels.values() if v)])
-            return dotted + "".join(f";{k}={v}" for k, v in sorted(labels.items()) if v)
-
-        def counter(self, name: str, **labels: str) -> float:
-            return float(self._read().counters.get(self._key(name, labels), 0.0))
-
-        def gauge(self, name: str, **labels: str) -> float:
-            return float(self._read().gauges.get(self._key(name, labels), math.nan))
-
-        def histogram(self, name: str, **labels: str) -> teststat.HistogramReading:
-            seen = self._read().observations(self._key(name, labels))
-            import statistics
-
-            qs = statistics.quantiles(seen, n=100, method="inclusive") if len(seen) > 1 else []
-            return teststat.HistogramReading(
-                count=len(seen),
-                sum=math.fsum(seen),
-                quantiles={q: qs[round(q * 100) - 1] for q in teststat.QUANTILES} if qs else {},
-            )
-
-        def close(self) -> None:
-            self.provider.close()
-
-    return _Statsd
-
-
-HARNESSES.update(_statsd_harnesses())
+HARNESSES.update(statsd_harnesses.CONFORMANCE)

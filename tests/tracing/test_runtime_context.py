@@ -48,10 +48,11 @@ _CHECK = textwrap.dedent(
     from opentelemetry import trace as otel_trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from kitobs.tracing import Tracer, _context, current_ids, sampler
+    from kitobs import _otel_context
+    from kitobs.tracing import Tracer, current_ids, sampler
     from countingctx import CountingRuntimeContext
 
-    assert _context.context_var() is None, "the stock fast path must be off"
+    assert _otel_context.context_var() is None, "the stock fast path must be off"
     sdk = TracerProvider().get_tracer("sdk")
     for tracer in (Tracer(), Tracer(sampler=sampler.AlwaysOff())):
         with tracer.span("outer") as outer:
