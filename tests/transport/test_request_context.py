@@ -137,9 +137,12 @@ def silent() -> Iterator[_Silent]:
 
 def test_httpx_times_out_at_the_request_deadline(silent: _Silent) -> None:
     transport = httpclient.HTTPXTransport(httpx.HTTPTransport(), memory.Provider())
-    with httpx.Client(transport=transport, timeout=60) as client, context.scoped(timeout=0.5):
-        with pytest.raises(httpx.ReadTimeout) as caught:
-            client.get(silent.url)
+    with (
+        httpx.Client(transport=transport, timeout=60) as client,
+        context.scoped(timeout=0.5),
+        pytest.raises(httpx.ReadTimeout) as caught,
+    ):
+        client.get(silent.url)
     # The client's own 60 s were cut to what was left of the deadline.
     assert 0 < caught.value.request.extensions["timeout"]["read"] <= 0.5
 
@@ -177,7 +180,7 @@ def test_a_passed_deadline_fails_before_sending(silent: _Silent) -> None:
     with (
         httpx.Client(transport=transport) as client,
         context.scoped(deadline=time.monotonic() - 1.0),
+        pytest.raises(context.DeadlineExceeded, match=r"GET http://127\.0\.0\.1:\d+/slow"),
     ):
-        with pytest.raises(context.DeadlineExceeded, match=r"GET http://127\.0\.0\.1:\d+/slow"):
-            client.get(silent.url)
+        client.get(silent.url)
     assert silent.accepted == 0
