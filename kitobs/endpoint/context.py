@@ -242,17 +242,13 @@ def time_remaining() -> float | None:
     return max(0.0, deadline - time.monotonic())
 
 
-def attach(ctx: RequestContext) -> contextvars.Token[RequestContext]:
-    """attach makes *ctx* current and returns the token `detach` takes; transports use it.
+# The transports' per-request calls, bound once: no Python frame between them and the variable.
+attach = _CURRENT.set
+"""attach makes a context current and returns the token for `detach`, e.g. ``t = attach(ctx)``.
 
-    Example: ``token = attach(ctx)`` ... ``detach(token)``, in the same thread or task.
-    """
-    return _CURRENT.set(ctx)
-
-
-def detach(token: contextvars.Token[RequestContext]) -> None:
-    """detach makes the context before the matching `attach` current again."""
-    _CURRENT.reset(token)
+Transports use it around the application; `scoped` is the form for everyone else."""
+detach = _CURRENT.reset
+"""detach makes the context before the matching `attach` current again, e.g. ``detach(t)``."""
 
 
 @contextlib.contextmanager

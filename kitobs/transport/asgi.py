@@ -170,8 +170,9 @@ def _checked_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
-def _request_context(scope: Scope, timeout: float | None) -> RequestContext:
-    # The context an outer Middleware made for this request, else a new one.
+def _request_context(scope: Scope, timeout: float | None) -> RequestContext | None:
+    # The context an outer Middleware made for this request, and made current, needs nothing
+    # more (None); else a new or derived one to make current.
     ctx: RequestContext | None = scope.get(CONTEXT_KEY)
     if ctx is None:
         ctx = RequestContext(
@@ -182,7 +183,7 @@ def _request_context(scope: Scope, timeout: float | None) -> RequestContext:
     elif timeout is not None:
         ctx = ctx.derive(timeout=timeout)
     else:
-        return ctx
+        return None
     scope[CONTEXT_KEY] = ctx
     return ctx
 
@@ -386,7 +387,8 @@ class Server:
             return
         if self._route is not None:
             scope[ROUTE_KEY] = self._route
-        token = attach(_request_context(scope, self._timeout))
+        ctx = _request_context(scope, self._timeout)
+        token = None if ctx is None else attach(ctx)
         try:
             for hook in self._before:
                 hook(scope)
@@ -410,7 +412,8 @@ class Server:
             scope[EXCEPTION_KEY] = exc
             encoded = self._error_encoder(exc)
         finally:
-            detach(token)
+            if token is not None:
+                detach(token)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in encoded.headers]
         if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"application/json"))

@@ -241,8 +241,9 @@ def _checked_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
-def _request_context(environ: Environ, timeout: float | None) -> RequestContext:
-    # The context an outer Middleware made for this request, else a new one.
+def _request_context(environ: Environ, timeout: float | None) -> RequestContext | None:
+    # The context an outer Middleware made for this request, and made current, needs nothing
+    # more (None); else a new or derived one to make current.
     ctx: RequestContext | None = environ.get(CONTEXT_KEY)
     if ctx is None:
         ctx = RequestContext(
@@ -253,7 +254,7 @@ def _request_context(environ: Environ, timeout: float | None) -> RequestContext:
     elif timeout is not None:
         ctx = ctx.derive(timeout=timeout)
     else:
-        return ctx
+        return None
     environ[CONTEXT_KEY] = ctx
     return ctx
 
@@ -376,7 +377,8 @@ class Server:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self._route is not None:
             environ[ROUTE_KEY] = self._route
-        token = attach(_request_context(environ, self._timeout))
+        ctx = _request_context(environ, self._timeout)
+        token = None if ctx is None else attach(ctx)
         try:
             for hook in self._before:
                 hook(environ)
@@ -392,7 +394,8 @@ class Server:
             environ[EXCEPTION_KEY] = exc
             encoded = self._error_encoder(exc)
         finally:
-            detach(token)
+            if token is not None:
+                detach(token)
         headers = list(encoded.headers)
         if not any(name.lower() == "content-type" for name, _ in headers):
             headers.append(("Content-Type", "application/json"))

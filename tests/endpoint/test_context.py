@@ -115,3 +115,14 @@ def test_concurrent_tasks_keep_their_own_scope() -> None:
         return await asyncio.gather(*(one(f"u{i}") for i in range(5)))
 
     assert asyncio.run(main()) == [[f"u{i}"] * 3 for i in range(5)]
+
+
+def test_the_docs_example_runs() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "context.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/context.md", "exec"), {"__name__": "docs"})
