@@ -53,21 +53,24 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import threading
 import time
 import types
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple, cast
 
 __all__ = [
     "BACKGROUND",
     "Cancellation",
     "DeadlineExceeded",
     "Metadata",
+    "NO_VALUES",
     "RequestContext",
     "attach",
     "current",
     "detach",
+    "from_fields",
     "scoped",
     "time_remaining",
 ]
@@ -225,6 +228,17 @@ class RequestContext(NamedTuple):
 
 BACKGROUND = RequestContext()
 """BACKGROUND is the context outside any request: no deadline, no metadata, never cancelled."""
+
+# Called with the four fields as one tuple, e.g. ``from_fields((None, Cancellation(), headers,
+# NO_VALUES))``: tuple.__new__ in C, where RequestContext(...) runs a Python-level __new__. The
+# server transports build one context per request this way (about 0.25 us less each).
+_Fields = tuple[float | None, Cancellation, Mapping[str, str], Mapping[str, Any]]
+from_fields = cast(
+    "Callable[[_Fields], RequestContext]", functools.partial(tuple.__new__, RequestContext)
+)
+"""from_fields builds a `RequestContext` from ``(deadline, cancelled, metadata, values)``."""
+NO_VALUES = _NO_VALUES
+"""NO_VALUES is the empty, read-only ``values`` of a context no middleware added to."""
 
 _CURRENT: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
     "kitobs.request_context", default=BACKGROUND

@@ -51,7 +51,15 @@ from typing import TYPE_CHECKING, Any
 
 from kitobs import _exit
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
-from kitobs.endpoint.context import Cancellation, Metadata, RequestContext, attach, detach
+from kitobs.endpoint.context import (
+    NO_VALUES,
+    Cancellation,
+    Metadata,
+    RequestContext,
+    attach,
+    detach,
+    from_fields,
+)
 from kitobs.errors import ConfigError
 from kitobs.transport.http import (
     DEFAULT_EXCLUDE_PATHS,
@@ -175,10 +183,13 @@ def _request_context(scope: Scope, timeout: float | None) -> RequestContext | No
     # more (None); else a new or derived one to make current.
     ctx: RequestContext | None = scope.get(CONTEXT_KEY)
     if ctx is None:
-        ctx = RequestContext(
-            None if timeout is None else time.monotonic() + timeout,
-            Cancellation(),
-            _ScopeMetadata(scope),
+        ctx = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                _ScopeMetadata(scope),
+                NO_VALUES,
+            )
         )
     elif timeout is not None:
         ctx = ctx.derive(timeout=timeout)
@@ -268,10 +279,13 @@ class Middleware:
             scope.get("path", ""),
         )
         timeout = self._timeout
-        ctx = scope[CONTEXT_KEY] = RequestContext(
-            None if timeout is None else time.monotonic() + timeout,
-            Cancellation(),
-            _ScopeMetadata(scope),
+        ctx = scope[CONTEXT_KEY] = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                _ScopeMetadata(scope),
+                NO_VALUES,
+            )
         )
         exchange = _Exchange(receive, send, ctx.cancelled)
         error: BaseException | None = None

@@ -41,7 +41,14 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django.utils.module_loading import import_string
 
-from kitobs.endpoint.context import Cancellation, RequestContext, attach, detach
+from kitobs.endpoint.context import (
+    NO_VALUES,
+    Cancellation,
+    RequestContext,
+    attach,
+    detach,
+    from_fields,
+)
 from kitobs.errors import ConfigError
 from kitobs.transport.http import EnvironHeaders, ServerCall, ServerInstruments, exclude_paths
 
@@ -185,8 +192,13 @@ class Middleware:
 
     def _context(self, headers: EnvironHeaders) -> RequestContext:
         timeout = self._timeout
-        return RequestContext(
-            None if timeout is None else time.monotonic() + timeout, Cancellation(), headers
+        return from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                headers,
+                NO_VALUES,
+            )
         )
 
     def _start(self, request: Any, headers: EnvironHeaders) -> ServerCall:

@@ -46,7 +46,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
-from kitobs.endpoint.context import Cancellation, RequestContext, attach, detach
+from kitobs.endpoint.context import (
+    NO_VALUES,
+    Cancellation,
+    RequestContext,
+    attach,
+    detach,
+    from_fields,
+)
 from kitobs.errors import ConfigError
 from kitobs.transport.http import (
     DEFAULT_EXCLUDE_PATHS,
@@ -207,8 +214,13 @@ class Middleware:
             return self._app(environ, start_response)
         headers = EnvironHeaders(environ)
         timeout = self._timeout
-        ctx = environ[CONTEXT_KEY] = RequestContext(
-            None if timeout is None else time.monotonic() + timeout, Cancellation(), headers
+        ctx = environ[CONTEXT_KEY] = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                headers,
+                NO_VALUES,
+            )
         )
         call = self._instruments.start(
             environ.get("REQUEST_METHOD", ""),
@@ -246,10 +258,13 @@ def _request_context(environ: Environ, timeout: float | None) -> RequestContext 
     # more (None); else a new or derived one to make current.
     ctx: RequestContext | None = environ.get(CONTEXT_KEY)
     if ctx is None:
-        ctx = RequestContext(
-            None if timeout is None else time.monotonic() + timeout,
-            Cancellation(),
-            EnvironHeaders(environ),
+        ctx = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                EnvironHeaders(environ),
+                NO_VALUES,
+            )
         )
     elif timeout is not None:
         ctx = ctx.derive(timeout=timeout)
