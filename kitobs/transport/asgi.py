@@ -21,6 +21,13 @@ statsd lines, the last push, log buffers, within ``kit.exit_timeout``; docs/shut
 first. uvicorn needs this: after its graceful shutdown it re-raises SIGTERM with the default
 disposition, so the process dies without running atexit hooks.
 
+Both fill the request context (`kitobs.endpoint.context`) while the app runs: the request headers
+as its metadata (decoded on first read), a deadline when built with ``timeout=`` (seconds), and
+``cancelled`` set when the `Middleware` sees the client's ``http.disconnect``. It is also stored
+under `CONTEXT_KEY` in the scope; a `Server` behind a `Middleware` keeps the middleware's context
+(its own ``timeout`` can only make the deadline earlier). Each request runs in its own task, so
+contexts never mix between concurrent requests.
+
 `Server` is go-kit's ``http.Server`` for ASGI, with the same hooks as
 `kitobs.transport.wsgi.Server`; the endpoint, *decode* and *encode* may each be sync or async
 (decided at construction).
@@ -30,11 +37,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+import time
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 from kitobs import _exit
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
+from kitobs.endpoint.context import (
+    NO_VALUES,
+    Cancellation,
+    Metadata,
+    RequestContext,
+    attach,
+    detach,
+    from_fields,
+)
+from kitobs.errors import ConfigError
 from kitobs.transport.http import (
     DEFAULT_EXCLUDE_PATHS,
     BadRequest,
@@ -55,6 +81,7 @@ __all__ = [
     "Middleware",
     "ROUTE_KEY",
     "EXCEPTION_KEY",
+    "CONTEXT_KEY",
     "DISCONNECTED_STATUS",
     "route_from_scope",
     # go-kit's server
@@ -86,6 +113,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ROUTE_KEY = "kitobs.route"
 #: EXCEPTION_KEY is the scope key holding an exception the app turned into an error response.
 EXCEPTION_KEY = "kitobs.exception"
+#: CONTEXT_KEY is the scope key holding the request's `kitobs.endpoint.context.RequestContext`.
+CONTEXT_KEY = "kitobs.context"
 #: DISCONNECTED_STATUS labels requests whose client went away before the response started.
 DISCONNECTED_STATUS = 499
 
@@ -109,21 +138,85 @@ def route_from_scope(scope: Scope) -> str | None:
     return route
 
 
+class _ScopeMetadata(Mapping[str, str]):
+    # The request headers as context metadata, decoded only when someone reads them.
+    __slots__ = ("_decoded", "_scope")
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+        self._decoded: Metadata | None = None
+
+    def _headers(self) -> Metadata:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = Metadata(
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in self._scope.get("headers", ())
+            )
+        return decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers().get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers())
+
+    def __len__(self) -> int:
+        return len(self._headers())
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(
+            "a server timeout must be a positive number of seconds",
+            value=timeout,
+            allowed="a number > 0, or None for no deadline",
+        )
+    return timeout
+
+
+def _request_context(scope: Scope, timeout: float | None) -> RequestContext | None:
+    # The context an outer Middleware made for this request, and made current, needs nothing
+    # more (None); else a new or derived one to make current.
+    ctx: RequestContext | None = scope.get(CONTEXT_KEY)
+    if ctx is None:
+        ctx = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                _ScopeMetadata(scope),
+                NO_VALUES,
+            )
+        )
+    elif timeout is not None:
+        ctx = ctx.derive(timeout=timeout)
+    else:
+        return None
+    scope[CONTEXT_KEY] = ctx
+    return ctx
+
+
 class _Exchange:
     # One request: wraps receive/send to see disconnects, the status and the body size.
-    __slots__ = ("_receive", "_send", "code", "disconnected", "size")
+    __slots__ = ("_receive", "_send", "cancelled", "code", "disconnected", "size")
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, cancelled: Cancellation) -> None:
         self._receive = receive
         self._send = send
+        self.cancelled = cancelled
         self.code = 0
         self.size = 0
         self.disconnected = False
 
     async def receive(self) -> Message:
         message = await self._receive()
-        if message.get("type") == "http.disconnect" and not self.code:
-            self.disconnected = True
+        if message.get("type") == "http.disconnect":
+            self.cancelled.set()
+            if not self.code:
+                self.disconnected = True
         return message
 
     async def send(self, message: Message) -> None:
@@ -146,12 +239,13 @@ class Middleware:
             default `route_from_scope`.
         logger: writes one access log line per request when given (e.g. ``kit.logger``).
         exclude_paths: ``scope["path"]`` values passed through unrecorded, e.g. ``("/metrics",)``.
+        timeout: seconds each request may take, the request context's deadline; None for none.
 
     Raises:
-        ConfigError: an excluded path does not start with ``/``.
+        ConfigError: an excluded path does not start with ``/``, or *timeout* is not positive.
     """
 
-    __slots__ = ("_app", "_excluded", "_instruments", "_route_getter", "_traced")
+    __slots__ = ("_app", "_excluded", "_instruments", "_route_getter", "_timeout", "_traced")
 
     def __init__(
         self,
@@ -162,12 +256,14 @@ class Middleware:
         route_getter: Callable[[Scope], str | None] | None = None,
         logger: Logger | None = None,
         exclude_paths: Iterable[str] = DEFAULT_EXCLUDE_PATHS,
+        timeout: float | None = None,
     ) -> None:
         self._app = app
         self._excluded = _exclude_paths(exclude_paths)
         self._instruments = ServerInstruments(metrics, tracer, logger)
         self._route_getter = route_getter or route_from_scope
         self._traced = tracer is not None
+        self._timeout = _checked_timeout(timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path", "") in self._excluded:
@@ -182,14 +278,25 @@ class Middleware:
             ScopeHeaders(scope) if self._traced else None,
             scope.get("path", ""),
         )
-        exchange = _Exchange(receive, send)
+        timeout = self._timeout
+        ctx = scope[CONTEXT_KEY] = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                _ScopeMetadata(scope),
+                NO_VALUES,
+            )
+        )
+        exchange = _Exchange(receive, send, ctx.cancelled)
         error: BaseException | None = None
+        token = attach(ctx)
         try:
             await self._app(scope, exchange.receive, exchange.send)
         except BaseException as exc:
             error = exc
             raise
         finally:
+            detach(token)
             code = exchange.code
             if exchange.disconnected:
                 code = DISCONNECTED_STATUS
@@ -238,7 +345,11 @@ class Server:
     hooks (scope, response); then the response is sent and *finalizers* run with (scope, status,
     body size). Exceptions and business errors go to *error_encoder*; exceptions are stored under
     `EXCEPTION_KEY` for an outer `Middleware`. The endpoint, *decode* and *encode* may be async.
-    Lifespan events are acknowledged, so the server runs as a whole app under uvicorn.
+    Lifespan events are acknowledged, so the server runs as a whole app under uvicorn. The request
+    context is current throughout; *timeout* (seconds) sets or shortens its deadline.
+
+    Raises:
+        ConfigError: *timeout* is not positive.
     """
 
     __slots__ = (
@@ -253,6 +364,7 @@ class Server:
         "_error_encoder",
         "_finalizers",
         "_route",
+        "_timeout",
     )
 
     def __init__(
@@ -266,6 +378,7 @@ class Server:
         error_encoder: Callable[[BaseException], Response] = default_error_encoder,
         finalizers: Sequence[Callable[[Scope, int, int], None]] = (),
         route: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._endpoint_async = is_async(endpoint)
@@ -278,6 +391,7 @@ class Server:
         self._error_encoder = error_encoder
         self._finalizers = tuple(finalizers)
         self._route = route
+        self._timeout = _checked_timeout(timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -287,6 +401,8 @@ class Server:
             return
         if self._route is not None:
             scope[ROUTE_KEY] = self._route
+        ctx = _request_context(scope, self._timeout)
+        token = None if ctx is None else attach(ctx)
         try:
             for hook in self._before:
                 hook(scope)
@@ -309,6 +425,9 @@ class Server:
         except Exception as exc:
             scope[EXCEPTION_KEY] = exc
             encoded = self._error_encoder(exc)
+        finally:
+            if token is not None:
+                detach(token)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in encoded.headers]
         if not any(name == b"content-type" for name, _ in headers):
             headers.append((b"content-type", b"application/json"))

@@ -6,13 +6,17 @@ Add it FIRST in ``MIDDLEWARE`` (outermost, so responses of the other middleware 
     KITOBS = {"kit": "myproject.observability.kit"}   # optional
 
 ``KITOBS`` keys (all optional): ``kit``, the dotted path of a `kitobs.kit.Kit` or of a function
-returning one; ``config``, a configuration file for `kitobs.kit.Kit.from_config`. Without either
+returning one; ``config``, a configuration file for `kitobs.kit.Kit.from_config`; ``timeout``,
+seconds each request may take (the request context's deadline). Without either
 the process-wide `kitobs.kit.default` is used. Each request records
 ``http_server_request_duration_seconds`` and ``http_server_active_requests`` and a SERVER span whose
 parent comes from the request headers. ``http_route`` is the resolver's route (``/users/<int:pk>/``,
 include prefixes joined by Django; a regex pattern for ``re_path``), or ``unmatched``; a view's
 exception becomes ``error_type`` even though Django answers it with a 500 page. A streamed
 response is timed until its headers are ready.
+
+Views run with the request context (`kitobs.endpoint.context`) current: the request headers as
+its metadata and, with ``KITOBS["timeout"]``, a deadline.
 
 The middleware is sync and async capable: under ASGI (``get_asgi_application``) it runs in the
 event loop, so async views cost no thread hop, and its span is current in the view either way.
@@ -27,6 +31,7 @@ serves the Kit's exposition pages as Django views::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +41,14 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django.utils.module_loading import import_string
 
+from kitobs.endpoint.context import (
+    NO_VALUES,
+    Cancellation,
+    RequestContext,
+    attach,
+    detach,
+    from_fields,
+)
 from kitobs.errors import ConfigError
 from kitobs.transport.http import EnvironHeaders, ServerCall, ServerInstruments, exclude_paths
 
@@ -59,10 +72,12 @@ def kit_from_settings() -> Kit:
     options = getattr(_conf.settings, "KITOBS", None) or {}
     if not isinstance(options, dict):
         raise ConfigError("settings.KITOBS must be a dict", value=type(options).__name__)
-    unknown = set(options) - {"kit", "config"}
+    unknown = set(options) - {"kit", "config", "timeout"}
     if unknown:
         raise ConfigError(
-            "unknown keys in settings.KITOBS", value=sorted(unknown), allowed=("kit", "config")
+            "unknown keys in settings.KITOBS",
+            value=sorted(unknown),
+            allowed=("kit", "config", "timeout"),
         )
     if "kit" in options:
         try:
@@ -82,6 +97,19 @@ def kit_from_settings() -> Kit:
     if "config" in options:
         return Kit.from_config(options["config"])
     return default()
+
+
+def _timeout_from_settings() -> float | None:
+    timeout = (getattr(_conf.settings, "KITOBS", None) or {}).get("timeout")
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ConfigError(
+            "settings.KITOBS['timeout'] must be a positive number of seconds",
+            value=timeout,
+            allowed="a number > 0, or no key for no deadline",
+        )
+    return float(timeout)
 
 
 def _route(request: Any) -> str | None:
@@ -114,6 +142,7 @@ class Middleware:
         "_instruments",
         "_is_coroutine",
         "_is_coroutine_marker",
+        "_timeout",
         "_traced",
     )
 
@@ -126,6 +155,7 @@ class Middleware:
             kit.metrics, kit.tracer, kit.logger if http.access_log else None
         )
         self._traced = kit.tracer is not None
+        self._timeout = _timeout_from_settings()
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -135,30 +165,49 @@ class Middleware:
             return self._get_response(request)  # a coroutine under ASGI: Django awaits it
         if self._async:  # decided by Django's get_response, once per process
             return self._acall(request)
-        call = self._start(request)
+        headers = EnvironHeaders(request.META)
+        call = self._start(request, headers)
+        token = attach(self._context(headers))
         try:
             response = self._get_response(request)
         except BaseException as exc:
             self._instruments.finish(call, _route(request), 500, exc)
             raise
+        finally:
+            detach(token)
         self._finish(call, request, response)
         return response
 
     async def _acall(self, request: Any) -> Any:
-        call = self._start(request)
+        headers = EnvironHeaders(request.META)
+        call = self._start(request, headers)
+        token = attach(self._context(headers))
         try:
             response = await self._get_response(request)
         except BaseException as exc:  # CancelledError too: the client went away
             self._instruments.finish(call, _route(request), 500, exc)
             raise
+        finally:
+            detach(token)
         self._finish(call, request, response)
         return response
 
-    def _start(self, request: Any) -> ServerCall:
+    def _context(self, headers: EnvironHeaders) -> RequestContext:
+        timeout = self._timeout
+        return from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                headers,
+                NO_VALUES,
+            )
+        )
+
+    def _start(self, request: Any, headers: EnvironHeaders) -> ServerCall:
         return self._instruments.start(
             request.method or "",
             request.scheme or "http",  # honours SECURE_PROXY_SSL_HEADER behind a proxy
-            EnvironHeaders(request.META) if self._traced else None,
+            headers if self._traced else None,
             request.path,
         )
 

@@ -40,10 +40,14 @@ def _remember_exception(exc: BaseException | None) -> None:
         flask.request.environ[wsgi.EXCEPTION_KEY] = exc
 
 
-def instrument(app: flask.Flask, kit: Kit | None = None) -> flask.Flask:
+def instrument(
+    app: flask.Flask, kit: Kit | None = None, *, timeout: float | None = None
+) -> flask.Flask:
     """instrument records HTTP server metrics and spans for every view, e.g. ``instrument(app)``.
 
-    Returns *app*, whose ``wsgi_app`` is now wrapped. Call it once per app.
+    Returns *app*, whose ``wsgi_app`` is now wrapped. Call it once per app. Views run with the
+    request context (`kitobs.endpoint.context`) current, the request headers as its metadata;
+    *timeout* (seconds) gives each request a deadline.
     """
     if kit is None:
         from kitobs.kit import default
@@ -58,5 +62,6 @@ def instrument(app: flask.Flask, kit: Kit | None = None) -> flask.Flask:
         tracer=kit.tracer,
         logger=kit.logger if http.access_log else None,
         exclude_paths=http.exclude_paths,
+        timeout=timeout,
     )
     return app

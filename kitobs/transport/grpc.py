@@ -48,6 +48,14 @@ Usage::
         target, interceptors=aio_client_interceptors(kit.metrics, tracer=kit.tracer)
     )
 
+Both sides use the request context (`kitobs.endpoint.context`). The server interceptors make one
+per call, current while the handler runs (for streaming handlers, while each response is made):
+the call's metadata (binary ``-bin`` entries left out), its deadline (from the client's
+``grpc-timeout``, as ``context.time_remaining()`` reports it) and ``cancelled``, set when the call
+ends or the client cancels. The client interceptors cut each call's timeout to the current
+deadline, so it travels on as ``grpc-timeout``; a call made after the deadline passed ends
+``DEADLINE_EXCEEDED`` at once, without reaching the server.
+
 For small services and the demo, `serve_endpoints` serves kitobs endpoints over gRPC (unary, with
 a `Codec`) and `Client` calls them.
 
@@ -79,6 +87,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from kitobs.contract import RPC_CLIENT_CALL_DURATION, RPC_SERVER_CALL_DURATION, otel_attribute
 from kitobs.endpoint import Endpoint, is_async
+from kitobs.endpoint.context import Cancellation, Metadata, RequestContext, attach, detach
+from kitobs.endpoint.context import current as _current_context
 
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
@@ -377,6 +387,58 @@ def _client_error_type(code: grpc.StatusCode, exc: BaseException | None) -> str:
 # -- server ------------------------------------------------------------------------------------
 
 
+# grpcio reports a call without a deadline as ~9.2e18 seconds remaining.
+_NO_DEADLINE = 1e9
+
+
+class _CallMetadata(Mapping[str, str]):
+    """_CallMetadata is a call's invocation metadata as context metadata, decoded on first read."""
+
+    __slots__ = ("_context", "_decoded")
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._decoded: Metadata | None = None
+
+    def _items(self) -> Metadata:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = Metadata(
+                (key, value)
+                for key, value in (self._context.invocation_metadata() or ())
+                if isinstance(value, str)
+            )
+        return decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._items()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._items().get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+
+def _request_context(context: Any, aio: bool) -> RequestContext:
+    cancelled = Cancellation()
+    deadline = None
+    try:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < _NO_DEADLINE:
+            deadline = time.monotonic() + remaining
+        if aio:
+            context.add_done_callback(lambda _: cancelled.set())
+        else:
+            context.add_callback(cancelled.set)
+    except Exception:  # a context without these: the handler still runs, without them
+        pass
+    return RequestContext(deadline, cancelled, _CallMetadata(context))
+
+
 class _ServerSide:
     """_ServerSide wraps method handlers; shared by the sync and the aio server interceptors."""
 
@@ -468,11 +530,14 @@ class _ServerSide:
 
             async def aio_handler(request: Any, context: Any) -> Any:
                 call = start(method, context, True)
+                token = attach(_request_context(context, True))
                 try:
                     response = await behavior(request, context)
                 except BaseException as exc:
                     finish(call, context, exc)
                     raise
+                finally:
+                    detach(token)
                 finish(call, context, None)
                 return response
 
@@ -480,11 +545,14 @@ class _ServerSide:
 
         def handler(request: Any, context: Any) -> Any:
             call = start(method, context, True)
+            token = attach(_request_context(context, False))
             try:
                 response = behavior(request, context)
             except BaseException as exc:
                 finish(call, context, exc)
                 raise
+            finally:
+                detach(token)
             finish(call, context, None)
             return response
 
@@ -497,16 +565,19 @@ class _ServerSide:
             async def aio_stream(request: Any, context: Any) -> AsyncIterator[Any]:
                 call = start(method, context, False)
                 ctx = call.context
+                request_context = _request_context(context, True)
                 try:
                     responses = behavior(request, context).__aiter__()
                     while True:
                         # The span is current while the handler runs, not while we are suspended.
                         token = _attach(ctx) if ctx is not None else None
+                        request_token = attach(request_context)
                         try:
                             item = await responses.__anext__()
                         except StopAsyncIteration:
                             break
                         finally:
+                            detach(request_token)
                             if token is not None:
                                 _detach(token)
                         yield item
@@ -522,20 +593,25 @@ class _ServerSide:
         def stream(request: Any, context: Any) -> Iterator[Any]:
             call = start(method, context, False)
             ctx = call.context
+            request_context = _request_context(context, False)
             try:
                 token = _attach(ctx) if ctx is not None else None
+                request_token = attach(request_context)
                 try:
                     responses = iter(behavior(request, context))
                 finally:
+                    detach(request_token)
                     if token is not None:
                         _detach(token)
                 while True:
                     token = _attach(ctx) if ctx is not None else None
+                    request_token = attach(request_context)
                     try:
                         item = next(responses)
                     except StopIteration:
                         break
                     finally:
+                        detach(request_token)
                         if token is not None:
                             _detach(token)
                     yield item
@@ -714,6 +790,12 @@ class _ClientSide:
             # Keyed by the raw path too, so the hot path skips method_label.
             method = core.method(method_label(details.method), self.peer)
             core.methods[details.method] = method
+        deadline = _current_context().deadline
+        if deadline is not None:
+            # Past the deadline the timeout is negative: grpcio fails the call before sending.
+            remaining = deadline - time.monotonic()
+            if details.timeout is None or details.timeout > remaining:
+                details = _with_details(details, {}, remaining, aio=aio)
         tracer = core.tracer
         if tracer is None:
             return _Call(core, method, None), details
@@ -722,31 +804,35 @@ class _ClientSide:
             carrier: dict[str, str] = {}
             tracer.inject(carrier, _set_span_in_context(span))
             call = _Call(core, method, span)
-            return call, _with_metadata(details, carrier, aio=aio)
+            return call, _with_details(details, carrier, details.timeout, aio=aio)
         except Exception:
             _drop(core.dropped_spans)
             return _Call(core, method, None), details
 
 
-def _with_metadata(details: Any, carrier: dict[str, str], *, aio: bool) -> Any:
+def _with_details(
+    details: Any, carrier: dict[str, str], timeout: float | None, *, aio: bool
+) -> Any:
     # gRPC metadata keys must be lowercase; B3 writes X-B3-TraceId.
     added = [(key.lower(), value) for key, value in carrier.items()]
-    if not added:
+    if not added and timeout == details.timeout:
         return details
     existing = details.metadata
     if aio:
-        metadata = grpc.aio.Metadata(*(tuple(existing) if existing else ()), *added)
+        metadata = (
+            grpc.aio.Metadata(*(tuple(existing) if existing else ()), *added) if added else existing
+        )
         return grpc.aio.ClientCallDetails(
             details.method,
-            details.timeout,
+            timeout,
             metadata,
             details.credentials,
             details.wait_for_ready,
         )
     return _ClientCallDetails(
         details.method,
-        details.timeout,
-        [*(existing or ()), *added],
+        timeout,
+        [*(existing or ()), *added] if added else existing,
         details.credentials,
         getattr(details, "wait_for_ready", None),
         getattr(details, "compression", None),

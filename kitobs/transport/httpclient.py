@@ -15,10 +15,18 @@ The duration ends when the response headers have arrived (the body may still be 
 A timeout or connection error is recorded with the exception's qualified name as ``error_type``
 (``httpx.ReadTimeout``) and no status; the exception then propagates unchanged. httpx and
 requests come with the ``kitobs[http]`` extra.
+
+All of them read the request context (`kitobs.endpoint.context`): inside a request with a
+deadline, each timeout (httpx's connect, read, write and pool ones, requests' connect and read,
+urllib's socket timeout) is cut to the time remaining, so an outgoing call never outlives the
+request it serves. Once the deadline has passed, the call raises
+`kitobs.endpoint.context.DeadlineExceeded` without sending anything (and without recording).
 """
 
 from __future__ import annotations
 
+import socket
+import time
 import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any
@@ -27,7 +35,9 @@ import httpx
 import requests
 import requests.adapters
 
-from kitobs.transport.http import ClientInstruments, Tracer
+from kitobs.endpoint.context import DeadlineExceeded
+from kitobs.endpoint.context import current as _current
+from kitobs.transport.http import ClientInstruments, Tracer, redact_url
 
 if TYPE_CHECKING:
     from kitobs.metrics import Provider
@@ -42,6 +52,40 @@ __all__ = [
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_HTTPX_TIMEOUTS = ("connect", "read", "write", "pool")
+
+
+def _remaining(deadline: float, method: str, url: str) -> float:
+    # Seconds left before the request context's deadline; none left means nothing is sent.
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise DeadlineExceeded(
+            f"{method} {redact_url(url)} not sent: the request's deadline passed "
+            f"{-remaining:.3f}s ago"
+        )
+    return remaining
+
+
+def _cap_httpx(request: httpx.Request, deadline: float) -> None:
+    remaining = _remaining(deadline, request.method, str(request.url))
+    given = request.extensions.get("timeout") or {}
+    capped = {}
+    for phase in _HTTPX_TIMEOUTS:
+        value = given.get(phase)
+        capped[phase] = remaining if value is None or value > remaining else value
+    request.extensions["timeout"] = capped
+
+
+def _cap(timeout: Any, remaining: float) -> Any:
+    # requests' and urllib's timeouts: None or a sentinel (no limit), a number, or requests'
+    # (connect, read) pair.
+    if isinstance(timeout, tuple):
+        return tuple(_cap(part, remaining) for part in timeout)
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return min(timeout, remaining)
+    if timeout is None or timeout is socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+        return remaining
+    return timeout  # a type we do not know (urllib3's Timeout): left as given
 
 
 class _HeaderProxy:
@@ -74,7 +118,14 @@ class HTTPXTransport(httpx.BaseTransport):
         self._instruments = ClientInstruments(metrics, tracer)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        """handle_request sends *request* through the wrapped transport and records it."""
+        """handle_request sends *request* through the wrapped transport and records it.
+
+        Raises:
+            DeadlineExceeded: the request context's deadline has passed; nothing was sent.
+        """
+        deadline = _current().deadline
+        if deadline is not None:
+            _cap_httpx(request, deadline)
         url = request.url
         call = self._instruments.start(
             request.method,
@@ -122,7 +173,14 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
         self._instruments = ClientInstruments(metrics, tracer)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """handle_async_request sends *request* through the wrapped transport and records it."""
+        """handle_async_request sends *request* through the wrapped transport and records it.
+
+        Raises:
+            DeadlineExceeded: the request context's deadline has passed; nothing was sent.
+        """
+        deadline = _current().deadline
+        if deadline is not None:
+            _cap_httpx(request, deadline)
         url = request.url
         call = self._instruments.start(
             request.method,
@@ -163,7 +221,18 @@ class RequestsAdapter(requests.adapters.HTTPAdapter):
         self._kitobs = ClientInstruments(metrics, tracer)
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        """send sends *request* like ``HTTPAdapter.send`` and records it."""
+        """send sends *request* like ``HTTPAdapter.send`` and records it.
+
+        Raises:
+            DeadlineExceeded: the request context's deadline has passed; nothing was sent.
+        """
+        deadline = _current().deadline
+        if deadline is not None:
+            remaining = _remaining(deadline, request.method or "", request.url or "")
+            if len(args) >= 2:  # send(request, stream, timeout, ...)
+                args = (args[0], _cap(args[1], remaining), *args[2:])
+            else:
+                kwargs["timeout"] = _cap(kwargs.get("timeout"), remaining)
         parsed = urllib.parse.urlsplit(request.url or "")
         call = self._kitobs.start(
             request.method or "",
@@ -183,6 +252,11 @@ class RequestsAdapter(requests.adapters.HTTPAdapter):
 
 def _open(handler: Any, opener: Any, req: urllib.request.Request, default_port: int) -> Any:
     instruments: ClientInstruments = handler._kitobs
+    deadline = _current().deadline
+    if deadline is not None:
+        req.timeout = _cap(  # set by OpenerDirector.open
+            getattr(req, "timeout", None), _remaining(deadline, req.get_method(), req.full_url)
+        )
     headers: dict[str, str] = {}
     call = instruments.start(
         req.get_method(),

@@ -32,10 +32,14 @@ if TYPE_CHECKING:
 __all__ = ["instrument"]
 
 
-def instrument(app: asgi.ASGIApp, kit: Kit | None = None) -> asgi.Middleware:
+def instrument(
+    app: asgi.ASGIApp, kit: Kit | None = None, *, timeout: float | None = None
+) -> asgi.Middleware:
     """instrument wraps a Starlette or FastAPI app, e.g. ``asgi_app = instrument(app, kit)``.
 
-    Serve the returned app; the original is left unchanged.
+    Serve the returned app; the original is left unchanged. Views, and the sync views Starlette
+    runs in its thread pool, run with the request context (`kitobs.endpoint.context`) current,
+    the request headers as its metadata; *timeout* (seconds) gives each request a deadline.
     """
     if kit is None:
         from kitobs.kit import default
@@ -48,4 +52,5 @@ def instrument(app: asgi.ASGIApp, kit: Kit | None = None) -> asgi.Middleware:
         tracer=kit.tracer,
         logger=kit.logger if http.access_log else None,
         exclude_paths=http.exclude_paths,
+        timeout=timeout,
     )

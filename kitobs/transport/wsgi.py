@@ -24,6 +24,13 @@ see the encoded response, an *error_encoder* turns an exception or a business er
     server = Server(sum_endpoint, decode_json, encode_json, route="/sum")
     app = Middleware(server, kit.metrics, tracer=kit.tracer)
 
+Both fill the request context (`kitobs.endpoint.context`) while the application runs: the
+incoming headers as its metadata and, when built with ``timeout=`` (seconds), a deadline that
+many seconds after the request arrived. It is also stored under `CONTEXT_KEY` in the environ. A
+`Server` behind a `Middleware` keeps the middleware's context (its own ``timeout`` can only make
+the deadline earlier). WSGI does not tell a server that the client went away, so ``cancelled`` is
+only set by code that sets it.
+
 The span is current while the application runs (not while the server iterates a streamed body),
 and again while the request is recorded, so the duration's exemplar and the access log line carry
 its trace.
@@ -33,11 +40,20 @@ from __future__ import annotations
 
 import http
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
+from kitobs.endpoint.context import (
+    NO_VALUES,
+    Cancellation,
+    RequestContext,
+    attach,
+    detach,
+    from_fields,
+)
 from kitobs.errors import ConfigError
 from kitobs.transport.http import (
     DEFAULT_EXCLUDE_PATHS,
@@ -58,6 +74,7 @@ __all__ = [
     "Middleware",
     "ROUTE_KEY",
     "EXCEPTION_KEY",
+    "CONTEXT_KEY",
     # go-kit's server
     "Server",
     "Response",
@@ -83,6 +100,8 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 ROUTE_KEY = "kitobs.route"
 #: EXCEPTION_KEY is the environ key holding an exception the app turned into an error page.
 EXCEPTION_KEY = "kitobs.exception"
+#: CONTEXT_KEY is the environ key holding the request's `kitobs.endpoint.context.RequestContext`.
+CONTEXT_KEY = "kitobs.context"
 
 
 def _route_from_environ(environ: Environ) -> str | None:
@@ -164,12 +183,13 @@ class Middleware:
         route_getter: returns the route template from the environ after the app ran, or None.
         logger: writes one access log line per request when given (e.g. ``kit.logger``).
         exclude_paths: ``PATH_INFO`` values passed through unrecorded, e.g. ``("/metrics",)``.
+        timeout: seconds each request may take, the request context's deadline; None for none.
 
     Raises:
-        ConfigError: an excluded path does not start with ``/``.
+        ConfigError: an excluded path does not start with ``/``, or *timeout* is not positive.
     """
 
-    __slots__ = ("_app", "_excluded", "_instruments", "_route_getter", "_traced")
+    __slots__ = ("_app", "_excluded", "_instruments", "_route_getter", "_timeout", "_traced")
 
     def __init__(
         self,
@@ -180,33 +200,78 @@ class Middleware:
         route_getter: Callable[[Environ], str | None] | None = None,
         logger: Logger | None = None,
         exclude_paths: Iterable[str] = DEFAULT_EXCLUDE_PATHS,
+        timeout: float | None = None,
     ) -> None:
         self._app = app
         self._excluded = _exclude_paths(exclude_paths)
         self._instruments = ServerInstruments(metrics, tracer, logger)
         self._route_getter = route_getter or _route_from_environ
         self._traced = tracer is not None
+        self._timeout = _checked_timeout(timeout)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") in self._excluded:
             return self._app(environ, start_response)
+        headers = EnvironHeaders(environ)
+        timeout = self._timeout
+        ctx = environ[CONTEXT_KEY] = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                headers,
+                NO_VALUES,
+            )
+        )
         call = self._instruments.start(
             environ.get("REQUEST_METHOD", ""),
             environ.get("wsgi.url_scheme", "http"),
-            EnvironHeaders(environ) if self._traced else None,
+            headers if self._traced else None,
             environ.get("PATH_INFO", ""),
         )
         recorder = _Recorder(self, environ, start_response, call)
+        token = attach(ctx)
         try:
             recorder._body = self._app(environ, recorder.start_response)
         except BaseException as exc:
             recorder._finish(exc)
             raise
         finally:
+            detach(token)
             # The span stays open until the body is closed, but is current only while the app
             # runs: the server may close the body in a context of its own.
             self._instruments.release(call)
         return recorder
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(
+            "a server timeout must be a positive number of seconds",
+            value=timeout,
+            allowed="a number > 0, or None for no deadline",
+        )
+    return timeout
+
+
+def _request_context(environ: Environ, timeout: float | None) -> RequestContext | None:
+    # The context an outer Middleware made for this request, and made current, needs nothing
+    # more (None); else a new or derived one to make current.
+    ctx: RequestContext | None = environ.get(CONTEXT_KEY)
+    if ctx is None:
+        ctx = from_fields(
+            (
+                None if timeout is None else time.monotonic() + timeout,
+                Cancellation(),
+                EnvironHeaders(environ),
+                NO_VALUES,
+            )
+        )
+    elif timeout is not None:
+        ctx = ctx.derive(timeout=timeout)
+    else:
+        return None
+    environ[CONTEXT_KEY] = ctx
+    return ctx
 
 
 @dataclass(slots=True)
@@ -275,10 +340,12 @@ class Server:
     body size). An exception from any step, or a business error (a `kitobs.endpoint.Failer`
     response that failed), goes to *error_encoder*; exceptions are also stored under
     `EXCEPTION_KEY` so an outer `Middleware` labels ``error_type``. *route* names the route
-    template for the outer middleware.
+    template for the outer middleware. The hooks, *decode*, the endpoint and *encode* run
+    with the request context current; *timeout* (seconds) sets or shortens its deadline.
 
     Raises:
-        ConfigError: *endpoint* is async (serve it with `kitobs.transport.asgi.Server`).
+        ConfigError: *endpoint* is async (serve it with `kitobs.transport.asgi.Server`), or
+            *timeout* is not positive.
     """
 
     __slots__ = (
@@ -290,6 +357,7 @@ class Server:
         "_error_encoder",
         "_finalizers",
         "_route",
+        "_timeout",
     )
 
     def __init__(
@@ -303,6 +371,7 @@ class Server:
         error_encoder: Callable[[BaseException], Response] = default_error_encoder,
         finalizers: Sequence[Callable[[Environ, int, int], None]] = (),
         route: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         if is_async(endpoint):
             raise ConfigError(
@@ -318,10 +387,13 @@ class Server:
         self._error_encoder = error_encoder
         self._finalizers = tuple(finalizers)
         self._route = route
+        self._timeout = _checked_timeout(timeout)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self._route is not None:
             environ[ROUTE_KEY] = self._route
+        ctx = _request_context(environ, self._timeout)
+        token = None if ctx is None else attach(ctx)
         try:
             for hook in self._before:
                 hook(environ)
@@ -336,6 +408,9 @@ class Server:
         except Exception as exc:
             environ[EXCEPTION_KEY] = exc
             encoded = self._error_encoder(exc)
+        finally:
+            if token is not None:
+                detach(token)
         headers = list(encoded.headers)
         if not any(name.lower() == "content-type" for name, _ in headers):
             headers.append(("Content-Type", "application/json"))

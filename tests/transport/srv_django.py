@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
+from kitobs.endpoint import context
 from tests.transport import srv_common
 
 srv_common.configure_django(__name__)
@@ -18,7 +19,17 @@ def boom(request: HttpRequest) -> HttpResponse:
     raise ArithmeticError("kaput")
 
 
+def request_context(request: HttpRequest) -> JsonResponse:
+    # What the view sees of the request context kitobs' middleware filled.
+    import time
+
+    time.sleep(0.05)
+    ctx = context.current()
+    return JsonResponse({"who": ctx.metadata.get("X-Who"), "remaining": ctx.time_remaining()})
+
+
 urlpatterns = [
+    path("ctx/", request_context),
     path("articles/<int:pk>/", article),
     path("boom/", boom),
 ]
