@@ -77,6 +77,16 @@ def test_a_root_holding_the_parent_folder_allows_nothing(tmp_path: Path) -> None
     assert not confinement.offends(str(tmp_path / "other"))
 
 
+def test_dot_files_of_a_home_beside_the_clone_are_allowed(tmp_path: Path) -> None:
+    # A clone in ~/kitobs: tools read ~/.pdbrc, ~/.netrc, ~/.config/...; ~/shared is still beside.
+    home = tmp_path / "home"
+    confinement = Confinement(home / "kitobs", home, allowed=[], home=home)
+    assert not confinement.offends(str(home / ".pdbrc"))
+    assert not confinement.offends(str(home / ".config" / "tool" / "settings.toml"))
+    assert confinement.offends(str(home / "shared" / "specs" / "zipkin2-api.yaml"))
+    assert confinement.offends(str(home / "notes.txt"))
+
+
 def test_the_interpreter_and_caches_beside_the_clone_are_allowed(tmp_path: Path) -> None:
     parent = tmp_path / "parent"
     confinement = Confinement(

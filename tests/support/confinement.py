@@ -4,8 +4,9 @@ A user's clone has nothing beside it, so a test that opens ``<repo>/../shared/..
 development and fails for them. `Confinement` is installed as an audit hook (event ``open``) for
 the whole session by ``tests/conftest.py``; every path opened under the repository's parent folder
 but outside the repository is recorded, and the session fails listing them. Paths elsewhere
-(temporary directories, ``/proc``, the interpreter and its site-packages, caches) are fine, even
-when they happen to sit under the parent folder (a venv or ``~/.cache`` beside the clone). Example::
+(temporary directories, ``/proc``, the interpreter and its site-packages, caches, and the dot
+files and folders of the home directory, such as ``~/.pdbrc`` or ``~/.netrc``) are fine, even when
+they happen to sit under the parent folder (a clone in ``~/kitobs``). Example::
 
     confinement = Confinement.for_repository(Path("/src/kitobs"))
     confinement.install()
@@ -32,9 +33,13 @@ def _under(path: str, root: str) -> bool:
 class Confinement:
     """Confinement records files opened under *parent* but outside *repository* and *allowed*."""
 
-    def __init__(self, repository: Path, parent: Path, allowed: list[Path]) -> None:
+    def __init__(
+        self, repository: Path, parent: Path, allowed: list[Path], home: Path | None = None
+    ) -> None:
         self.repository = os.path.normpath(os.path.abspath(repository))
         self.parent = os.path.normpath(os.path.abspath(parent))
+        #: Dot files and folders right under *home* (tools' settings) are allowed.
+        self.home = os.path.normpath(os.path.abspath(home)) if home is not None else None
         # A root that holds the parent folder itself (a clone in /tmp) would allow everything.
         self.allowed = sorted(
             root
@@ -60,12 +65,16 @@ class Confinement:
         ]
         if site.ENABLE_USER_SITE and site.USER_SITE:
             allowed.append(Path(site.USER_SITE))
-        return cls(repository, repository.resolve().parent, allowed)
+        return cls(repository, repository.resolve().parent, allowed, home=home)
 
     def offends(self, path: str) -> bool:
         """offends tells whether opening absolute, normalised *path* breaks the confinement."""
         if not _under(path, self.parent) or _under(path, self.repository):
             return False
+        if self.home is not None and _under(path, self.home) and path != self.home:
+            first = path[len(self.home.rstrip(os.sep)) + 1 :].split(os.sep, 1)[0]
+            if first.startswith("."):
+                return False
         return not any(_under(path, root) for root in self.allowed)
 
     def _hook(self, event: str, args: tuple[object, ...]) -> None:
