@@ -6,6 +6,11 @@ count, sum and the configured quantiles, computed from a log-bucket sketch with 
 error; the figures are cumulative since the process started (not windowed). The page is strict
 JSON: a non-finite gauge value (from a callback) is the string ``"NaN"``, ``"+Inf"`` or ``"-Inf"``.
 
+With ``directory`` (set from configuration under gunicorn and ``uvicorn --workers``), series are
+kept in the files of `kitobs.metrics.multiprocess` and the page shows every worker's totals:
+counters summed, gauges summed over live workers, histograms' count, sum and sketch buckets
+summed, so their quantiles are those of one sketch of every observation.
+
 Example::
 
     >>> provider = Provider()
