@@ -197,7 +197,7 @@ def remove_stale(root: Path, *, keep: str = "") -> list[Path]:
 
 
 def _in_use(directory: Path) -> bool:
-    for path in directory.glob("*.kitobs"):
+    for path in directory.glob("**/*.kitobs"):  # the expvar page's files are one level down
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:

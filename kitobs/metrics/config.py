@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from kitobs.errors import ConfigError
@@ -173,6 +174,8 @@ def _build(
             listen=e.listen,
             allow_public_listen=m.allow_public_listen,
             path=e.path,
+            # Its own subdirectory: next to the Prometheus provider, each keeps its own files.
+            directory=os.path.join(shared, "expvar") if shared else "",
         )
     if name == "pushgateway":
         from kitobs.metrics import pushgateway

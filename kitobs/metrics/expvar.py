@@ -6,6 +6,11 @@ count, sum and the configured quantiles, computed from a log-bucket sketch with 
 error; the figures are cumulative since the process started (not windowed). The page is strict
 JSON: a non-finite gauge value (from a callback) is the string ``"NaN"``, ``"+Inf"`` or ``"-Inf"``.
 
+With ``directory`` (set from configuration under gunicorn and ``uvicorn --workers``), series are
+kept in the files of `kitobs.metrics.multiprocess` and the page shows every worker's totals:
+counters summed, gauges summed over live workers, histograms' count, sum and sketch buckets
+summed, so their quantiles are those of one sketch of every observation.
+
 Example::
 
     >>> provider = Provider()
@@ -26,10 +31,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kitobs.config import DEFAULT_REDACT_KEYS
 from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.metrics import _sketch, multiprocess
 from kitobs.metrics._declare import (
     LOCK_FREE,
     SELF_SIGNALS,
@@ -55,9 +61,6 @@ from kitobs.metrics._store import (
 from kitobs.metrics.process import Collector as ProcessCollector
 from kitobs.redact import Rule
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "Provider",
     "Counter",
@@ -70,9 +73,7 @@ __all__ = [
 
 #: REDACTED replaces a credential-looking value on the command line.
 REDACTED = "[REDACTED]"
-_ALPHA = 0.005  # relative accuracy of the sketch: quantiles within 0.5% of a true sample value
-_GAMMA = (1 + _ALPHA) / (1 - _ALPHA)
-_LOG_GAMMA = math.log(_GAMMA)
+_LOG_GAMMA = _sketch.LOG_GAMMA  # a module global: one look-up less per observe
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
 
 
@@ -151,23 +152,7 @@ class Sketch(Bound):
     def quantile(self, q: float) -> float:
         """quantile estimates the *q* quantile (0..1), e.g. ``quantile(0.99)``; NaN if empty."""
         with self._lock:
-            count = self.count
-            if count == 0:
-                return math.nan
-            rank = q * (count - 1)
-            seen = 0
-            for i in sorted(self.neg, reverse=True):
-                seen += self.neg[i]
-                if seen > rank:
-                    return -2.0 * _GAMMA**i / (_GAMMA + 1)
-            seen += self.zero
-            if seen > rank:
-                return 0.0
-            for i in sorted(self.pos):
-                seen += self.pos[i]
-                if seen > rank:
-                    return 2.0 * _GAMMA**i / (_GAMMA + 1)
-            return 2.0 * _GAMMA ** max(self.pos) / (_GAMMA + 1)
+            return _sketch.quantile(self.neg, self.zero, self.pos, self.count, q)
 
 
 #: Counter is an expvar counter.
@@ -195,6 +180,9 @@ class Provider(Pages, Declaring):
             which is refused otherwise.
         path: the page's path, ``/debug/vars`` by default.
         argv: the command line shown (``sys.argv`` by default), redacted.
+        directory: a directory the worker processes of one server share (gunicorn, ``uvicorn
+            --workers``); the page then shows the totals of every worker, exited ones
+            included (see `kitobs.metrics.multiprocess`). Empty: this process only.
     """
 
     def __init__(
@@ -209,6 +197,7 @@ class Provider(Pages, Declaring):
         allow_public_listen: bool = False,
         path: str = "/debug/vars",
         argv: Sequence[str] | None = None,
+        directory: str | os.PathLike[str] = "",
     ) -> None:
         for q in quantiles:
             if not 0.0 <= q <= 1.0:
@@ -222,7 +211,23 @@ class Provider(Pages, Declaring):
                 )
         self.quantiles = tuple(quantiles)
         self.path = path
-        self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
+        # Several workers: series are written through to this process's file in *directory*, and
+        # the page is built from the totals of every file (the multi-process Prometheus store).
+        self._shared: multiprocess.Provider | None = None
+        if directory:
+            self._shared = multiprocess.Provider(
+                directory,
+                common_labels=common_labels,
+                max_label_sets=max_label_sets,
+                logger=logger,
+                sketch=True,
+            )
+            self._core = self._shared._core
+        else:
+            self._core = Core(
+                common_labels=common_labels, max_label_sets=max_label_sets, logger=logger
+            )
+        self._parsed: dict[str, tuple[Any, ...]] = {}  # a shared key, json-decoded once
         self._counter_cls = CounterValue if LOCK_FREE else LockedCounterValue
         self._gauge_cls = GaugeValue if LOCK_FREE else LockedGaugeValue
         self._process = ProcessCollector() if process_metrics else None
@@ -242,7 +247,14 @@ class Provider(Pages, Declaring):
                 allow_public=allow_public_listen,
             )
 
-    def _make(self, decl: Declaration) -> Counter | Gauge | Histogram:
+    def _make(
+        self, decl: Declaration
+    ) -> CounterFamily[Any] | GaugeFamily[Any] | HistogramFamily[Any]:
+        if self._shared is not None:
+            if decl.kind == "histogram":
+                check_buckets(decl.name, decl.buckets or ())
+            return self._shared._make(decl)
+
         def make(d: Declaration) -> Counter | Gauge | Histogram:
             fam: Counter | Gauge | Histogram
             if d.kind == "counter":
@@ -266,9 +278,12 @@ class Provider(Pages, Declaring):
         """snapshot builds the page as a dict: ``cmdline``, ``process`` and ``metrics``."""
         core = self._core
         metrics: dict[str, Any] = {}
-        for decl, fam in core.metrics():
-            if isinstance(fam, Family):
-                metrics[decl.prometheus_name] = self._metric(decl, fam)
+        if self._shared is not None:
+            metrics = self._shared_metrics(self._shared)
+        else:
+            for decl, fam in core.metrics():
+                if isinstance(fam, Family):
+                    metrics[decl.prometheus_name] = self._metric(decl, fam)
         if self._process is not None:
             for decl, samples in self._process.collect():
                 metrics[decl.prometheus_name] = {
@@ -323,6 +338,88 @@ class Provider(Pages, Declaring):
         out["series"] = series
         return out
 
+    def _shared_metrics(self, shared: multiprocess.Provider) -> dict[str, Any]:
+        """The metrics of every worker, summed: declared ones first, in order, as on one."""
+        groups: dict[str, tuple[str, str, tuple[str, ...], dict[tuple[str, ...], Any]]] = {}
+        parsed = self._parsed
+        totals = shared.totals()
+        if len(parsed) > 4 * len(totals) + 1000:  # keys of series gone for good
+            parsed.clear()
+        for key, value in totals.items():
+            head = parsed.get(key)
+            if head is None:
+                name, kind, help_text, names, values, part, cell = json.loads(key)
+                head = parsed[key] = (
+                    name,
+                    kind,
+                    help_text,
+                    tuple(names),
+                    tuple(values),
+                    part,
+                    cell,
+                )
+            name, kind, help_text, names, values, part, cell = head
+            series = groups.setdefault(name, (kind, help_text, names, {}))[3]
+            if kind != "histogram":
+                series[values] = series.get(values, 0.0) + value
+                continue
+            entry = series.setdefault(
+                values, {"count": 0.0, "sum": 0.0, "p": {}, "n": {}, "z": 0.0}
+            )
+            if part == "sum":
+                entry["sum"] += value
+            elif part == "le":
+                entry["count"] += value
+            elif cell == "z":
+                entry["z"] += value
+            elif part == "sk":
+                side = entry[cell[:1]]
+                index = int(cell[1:])
+                side[index] = side.get(index, 0.0) + value
+        metrics: dict[str, Any] = {}
+        for decl, fam in self._core.metrics():
+            if not isinstance(fam, Family):
+                continue
+            if fam.callback is not None:  # this process's reading, as on one
+                metrics[decl.prometheus_name] = self._metric(decl, fam)
+                groups.pop(decl.prometheus_name, None)
+                continue
+            out: dict[str, Any] = {"type": decl.kind, "help": decl.help}
+            if decl.unit:
+                out["unit"] = decl.unit
+            kind, _, names, series = groups.pop(decl.prometheus_name, ("", "", decl.labels, {}))
+            out["series"] = self._shared_series(decl.kind, names, series)
+            metrics[decl.prometheus_name] = out
+        for name, (kind, help_text, names, series) in groups.items():  # declared elsewhere only
+            metrics[name] = {
+                "type": kind,
+                "help": help_text,
+                "series": self._shared_series(kind, names, series),
+            }
+        return metrics
+
+    def _shared_series(
+        self, kind: str, names: tuple[str, ...], series: dict[tuple[str, ...], Any]
+    ) -> list[dict[str, Any]]:
+        core = self._core
+        out: list[dict[str, Any]] = []
+        for values, v in series.items():
+            pairs = zip(core.common_names + names, core.common_values + values, strict=True)
+            entry: dict[str, Any] = {"labels": {k: x for k, x in pairs if x != ""}}
+            if kind == "histogram":
+                count = v["count"]
+                entry["count"] = int(count)
+                entry["sum"] = _number(v["sum"])
+                entry["quantiles"] = {
+                    repr(q): _finite(_sketch.quantile(v["n"], v["z"], v["p"], count, q))
+                    for q in self.quantiles
+                }
+                entry["cumulative"] = True
+            else:
+                entry["value"] = _number(v)
+            out.append(entry)
+        return out
+
     def page(self) -> bytes:
         """page renders the snapshot as strict JSON bytes (no ``NaN`` or ``Infinity`` tokens)."""
         return json.dumps(self.snapshot(), indent=1, sort_keys=False, default=str).encode()
@@ -340,6 +437,8 @@ class Provider(Pages, Declaring):
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._shared is not None:
+            self._shared.close()
 
 
 def _finite(value: float) -> float | None:

@@ -72,13 +72,14 @@ from kitobs.metrics._exposition import (
     negotiate,
 )
 from kitobs.metrics._http import Pages, Server, serve
+from kitobs.metrics._sketch import LOG_GAMMA as _LOG_GAMMA
 from kitobs.metrics._store import fmt
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
     from kitobs.metrics import ExemplarContext
 
-__all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot", "ExemplarSlot"]
+__all__ = ["Provider", "Counter", "Gauge", "Histogram", "Slot", "ExemplarSlot", "SketchSlot"]
 
 _HEADER = 8  # bytes used, as a little-endian uint64
 _INITIAL = 1 << 16
@@ -354,6 +355,46 @@ class ExemplarSlot(Slot):
             self._owner.exemplar(self, bucket, ids, value)
 
 
+class SketchSlot(Slot):
+    """SketchSlot is a histogram `Slot` kept as `kitobs.metrics.expvar`'s log-bucket sketch.
+
+    Each sketch bucket is a value in the file, added the first time a value lands in it; the
+    count (as the one ``+Inf`` bucket) and the sum are kept as in a `Slot`. Bucket counts add
+    across processes, so the merged sketch is exact.
+    """
+
+    __slots__ = ("_cells", "_head")
+
+    def __init__(
+        self,
+        family: Family[Slot],
+        values: tuple[str, ...],
+        owner: Provider,
+        keys: tuple[str, ...],
+        head: list[Any],
+    ) -> None:
+        super().__init__(family, values, owner, keys, ())
+        self._head = head
+        self._cells: dict[str, int] = {}  # a sketch bucket's name, e.g. "p-12", to its offset
+
+    def observe(self, value: float) -> None:
+        """observe counts *value* in its sketch bucket; a non-finite one is dropped and counted."""
+        try:
+            if value - value == 0.0:
+                value = float(value)
+                if value > 0.0:
+                    cell = f"p{math.ceil(math.log(value) / _LOG_GAMMA)}"
+                elif value < 0.0:
+                    cell = f"n{math.ceil(math.log(-value) / _LOG_GAMMA)}"
+                else:
+                    cell = "z"
+                self._owner.observe_sketch(self, cell, value)
+                return
+        except Exception:  # not a number: dropped and counted below, never raised
+            pass
+        self._family.reject(value)
+
+
 #: Counter is a multi-process counter.
 Counter = CounterFamily[Slot]
 #: Gauge is a multi-process gauge (summed over live processes).
@@ -372,6 +413,9 @@ class Provider(Pages, Declaring):
         common_labels, max_label_sets, logger, process_metrics, listen, allow_public_listen,
         path, exemplar_context:
             as `kitobs.metrics.prometheus.Provider` (process metrics are this process's).
+        sketch: keep histograms as `kitobs.metrics.expvar`'s log-bucket sketch (`SketchSlot`),
+            for the expvar page's quantiles; the exposition then shows their count and sum
+            only (one ``+Inf`` bucket), whatever buckets were declared.
     """
 
     def __init__(
@@ -386,8 +430,10 @@ class Provider(Pages, Declaring):
         allow_public_listen: bool = False,
         path: str = "/metrics",
         exemplar_context: ExemplarContext | None = None,
+        sketch: bool = False,
     ) -> None:
         self.directory = Path(directory)
+        self._sketch = sketch
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -437,6 +483,9 @@ class Provider(Pages, Declaring):
         def child(family: Family[Slot], values: tuple[str, ...]) -> Slot:
             d = family.decl
             head = [d.prometheus_name, d.kind, d.help, list(d.labels), list(values)]
+            if d.kind == "histogram" and self._sketch:
+                count_sum = (json.dumps([*head, "le", "+Inf"]), json.dumps([*head, "sum", ""]))
+                return SketchSlot(family, values, self, count_sum, head)
             if d.kind == "histogram":
                 bounds = d.buckets or ()
                 les = [*(fmt(b) for b in bounds), "+Inf"]
@@ -494,6 +543,21 @@ class Provider(Pages, Declaring):
             off = slot._offsets[-1]
             struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + value)
 
+    def observe_sketch(self, slot: SketchSlot, cell: str, value: float) -> None:
+        """observe_sketch counts one observation in sketch bucket *cell* of *slot*."""
+        with self._lock:
+            if self._closed:
+                return
+            off = slot._cells.get(cell)
+            if off is None:  # first value in this bucket: its entry is appended (may remap)
+                off = slot._cells[cell] = self._file.slot(json.dumps([*slot._head, "sk", cell]))
+            mm = self._file.mm
+            struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + 1.0)
+            off = slot._offsets[0]
+            struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + 1.0)
+            off = slot._offsets[1]
+            struct.pack_into("<d", mm, off, struct.unpack_from("<d", mm, off)[0] + value)
+
     def exemplar(self, slot: Slot, bucket: int, ids: tuple[str, str], value: float) -> None:
         """exemplar keeps (trace id, span id, *value*, now) as the latest exemplar of *bucket*.
 
@@ -535,6 +599,8 @@ class Provider(Pages, Declaring):
                     slot._exemplar_offsets = [
                         self._file.slot(k, exemplar=True) for k in slot._exemplar_keys
                     ]
+                    if isinstance(slot, SketchSlot):
+                        slot._cells = {}  # appended again as values arrive in the new file
         self._server = None  # the standalone server's thread does not survive fork
         for fd in tuple(self._transient):
             with contextlib.suppress(OSError):
@@ -656,7 +722,7 @@ class Provider(Pages, Declaring):
                 entry = series.setdefault(sk, {"le": {}, "sum": 0.0, "ex": {}})
                 if part == "le":
                     entry["le"][le] = entry["le"].get(le, 0.0) + value
-                else:
+                elif part == "sum":
                     entry["sum"] += value
             else:
                 series[sk] = series.get(sk, 0.0) + value

@@ -180,8 +180,8 @@ class _Multi(_Exposition):
 class _Expvar:
     """Reads the expvar JSON page (the bytes it serves)."""
 
-    def __init__(self) -> None:
-        self.provider = expvar_backend.Provider(quantiles=teststat.QUANTILES)
+    def __init__(self, directory: str = "") -> None:
+        self.provider = expvar_backend.Provider(quantiles=teststat.QUANTILES, directory=directory)
 
     def _series(self, full: str, labels: dict[str, str]) -> dict[str, Any] | None:
         page = strict_json(self.provider.page())
@@ -210,6 +210,18 @@ class _Expvar:
 
     def close(self) -> None:
         self.provider.close()
+
+
+class _ExpvarShared(_Expvar):
+    """Reads the expvar page built from a shared directory's totals (one process here)."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="kitobs-ev-")
+        super().__init__(self._dir.name)
+
+    def close(self) -> None:
+        super().close()
+        self._dir.cleanup()
 
 
 class _Otel:
@@ -276,6 +288,7 @@ class _Multiprocess(_Exposition):
 
 HARNESSES: dict[str, Callable[[], Harness]] = {
     "expvar": _Expvar,
+    "expvar-multiprocess": _ExpvarShared,
     "multiprocess": _Multiprocess,
     "otel": _Otel,
     "pushgateway": _Pushgateway,

@@ -436,3 +436,77 @@ def test_a_closed_provider_makes_no_file_in_a_forked_child(tmp_path: Path) -> No
         os._exit(0)
     os.waitpid(pid, 0)
     assert [f.name.split("-")[0] for f in (tmp_path / "old").glob("*.kitobs")] == [str(os.getpid())]
+
+
+def _io() -> dict[str, int]:
+    """This process's I/O counters from the kernel (bytes read, read calls)."""
+    lines = Path("/proc/self/io").read_text().splitlines()
+    return {k: int(v) for k, v in (line.split(": ") for line in lines)}
+
+
+@pytest.mark.slow
+def test_worker_churn_keeps_files_archive_and_scrape_cost_flat(tmp_path: Path) -> None:
+    """3,000 short-lived workers (a day of ``--max-requests`` recycling), each recording the same
+    series and leaving as a recycled worker does (close), as one that crashes (exit without
+    close) or as one killed: files, the archive and what a scrape reads stay flat."""
+    import signal
+
+    from kitobs.metrics import expvar
+
+    workers, batch = 3000, 300
+    prom = multiprocess.Provider(tmp_path)
+    page = expvar.Provider(directory=tmp_path / "expvar")
+    for p in (prom, page):  # declared here too: the gauge's series shows at its live total
+        p.gauge("inflight", help="In flight.")
+    readings: list[tuple[int, int, int, int, int]] = []
+    for i in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - a child
+            try:
+                for p in (
+                    multiprocess.Provider(tmp_path),
+                    expvar.Provider(directory=tmp_path / "expvar"),
+                ):
+                    p.counter("served", help="Requests.", labels=("path",)).labels("/work").add()
+                    h = p.histogram("latency", help="Latency.", unit="seconds")
+                    h.observe(0.25)
+                    p.gauge("inflight", help="In flight.").set(1)
+                    if i % 3 == 0:
+                        p.close()
+                if i % 3 == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        if (i + 1) % batch == 0:
+            before = _io()
+            text = prom.exposition()
+            snapshot = page.snapshot()
+            after = _io()
+            files = sum(1 for _ in tmp_path.rglob("*"))
+            archive = sum(a.stat().st_size for a in tmp_path.rglob("archive.json"))
+            read = after["rchar"] - before["rchar"]
+            calls = after["syscr"] - before["syscr"]
+            readings.append((i + 1, files, archive, read, calls))
+    samples = _samples(text.decode())
+    assert samples[("served_total", (("path", "/work"),))] == workers
+    assert samples[("latency_seconds_count", ())] == workers
+    assert samples[("latency_seconds_sum", ())] == 0.25 * workers
+    assert samples[("inflight", ())] == 0  # gauges of exited workers are dropped
+    metrics = snapshot["metrics"]
+    assert metrics["served_total"]["series"][0]["value"] == workers
+    assert metrics["inflight"]["series"][0]["value"] == 0
+    [latency] = metrics["latency_seconds"]["series"]
+    assert (latency["count"], latency["sum"]) == (workers, 0.25 * workers)
+    assert latency["quantiles"]["0.99"] == pytest.approx(0.25, rel=0.005)
+    print(readings)
+    _, files0, archive0, read0, calls0 = readings[0]
+    for n, files, archive, read, calls in readings[1:]:
+        # Bounded by what the first batch gave, whatever the number of workers gone: values
+        # in the archive only gain digits.
+        assert files <= files0, (n, readings)
+        assert archive <= archive0 + 256, (n, readings)
+        assert read <= read0 + 1024, (n, readings)
+        assert calls <= calls0, (n, readings)
+    page.close()
+    prom.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -10,7 +11,9 @@ import sys
 import textwrap
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,12 +30,15 @@ _APP = textwrap.dedent(
 
     kit = Kit.from_config()
     served = kit.metrics.counter("served", help="Requests served.", labels=("path",))
-    metrics_wsgi = kit.metrics.wsgi_routes()["/metrics"]
-    metrics_asgi = kit.metrics.asgi_routes()["/metrics"]
+
+    routes_wsgi = kit.metrics.wsgi_routes()
+    routes_asgi = kit.metrics.asgi_routes()
+    latency = kit.metrics.histogram("latency", help="Latency.", unit="seconds")
 
     def app(environ, start_response):
-        if environ["PATH_INFO"] == "/metrics":
-            return metrics_wsgi(environ, start_response)
+        if environ["PATH_INFO"] in routes_wsgi:
+            return routes_wsgi[environ["PATH_INFO"]](environ, start_response)
+        latency.observe(0.25)
         served.labels(environ["PATH_INFO"]).add()
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(os.getpid()).encode()]
@@ -40,8 +46,9 @@ _APP = textwrap.dedent(
     async def asgi(scope, receive, send):
         if scope["type"] != "http":
             return
-        if scope["path"] == "/metrics":
-            return await metrics_asgi(scope, receive, send)
+        if scope["path"] in routes_asgi:
+            return await routes_asgi[scope["path"]](scope, receive, send)
+        latency.observe(0.25)
         served.labels(scope["path"]).add()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
@@ -214,6 +221,93 @@ def test_uvicorn_workers_report_exact_totals_with_no_setting(tmp_path: Path) -> 
                 time.sleep(0.2)
         dirs = list((tmp_path / "run" / f"kitobs-metrics-{os.getuid()}").iterdir())
         assert [d.name.split("-")[:2] for d in dirs] == [["uvicorn", str(proc.pid)]]
+    finally:
+        _stop(proc)
+
+
+def _check_debug_vars(url: str, n: int, *, answering: int = 1) -> None:
+    """Any worker's /debug/vars shows the exact totals: counters, and histogram count and sum
+    (the requests were served by several workers, so no one worker's own numbers are these).
+    *answering*: how many workers at least must have answered."""
+
+    def scrape(_: int) -> dict[str, Any] | None:
+        try:
+            page: dict[str, Any] = json.loads(_get(url))
+        except OSError:  # reset by a worker leaving as it arrived
+            return None
+        return page
+
+    pages: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(4) as pool:  # at once, so that several workers answer
+        for _ in range(10):
+            pages += [p for p in pool.map(scrape, range(4)) if p is not None]
+            if len(pages) >= 12 and len({p["process"]["pid"] for p in pages}) >= answering:
+                break
+    assert len(pages) >= 12
+    assert len({p["process"]["pid"] for p in pages}) >= answering
+    for page in pages:
+        series = page["metrics"]["served_total"]["series"]
+        served = {s["labels"]["path"]: s["value"] for s in series}
+        assert served == {"/work": n, "/warmup": 1}, page["process"]["pid"]
+        [latency] = page["metrics"]["latency_seconds"]["series"]
+        assert (latency["count"], latency["sum"]) == (n + 1, 0.25 * (n + 1))
+        assert latency["quantiles"]["0.5"] == pytest.approx(0.25, rel=0.005)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("worker", "preload"),
+    [("sync", False), ("gthread", True), ("uvicorn.workers.UvicornWorker", False)],
+    ids=["sync", "gthread-preload", "asgi"],
+)
+def test_gunicorn_debug_vars_report_exact_totals_with_no_setting(
+    tmp_path: Path, worker: str, preload: bool
+) -> None:
+    (tmp_path / "wapp.py").write_text(_APP)
+    (tmp_path / "run").mkdir(mode=0o700)
+    port = servers.free_port()
+    env = _env(tmp_path, KITOBS_METRICS_BACKEND="prometheus,expvar")
+    cmd = [sys.executable, "-m", "gunicorn", "--workers", "4", "--worker-class", worker]
+    cmd += ["--max-requests", "15", "--max-requests-jitter", "0", "--log-level", "warning"]
+    cmd += ["--bind", f"127.0.0.1:{port}"]
+    if worker == "gthread":
+        cmd += ["--threads", "2"]
+    if preload:
+        cmd.append("--preload")
+    target = "wapp:asgi" if "Uvicorn" in worker else "wapp:app"
+    proc = subprocess.Popen([*cmd, target], cwd=tmp_path, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(f"{base}/warmup", proc)
+        served, _ = _load(base, want_pids=4 + 3)
+        _check_debug_vars(f"{base}/debug/vars", served, answering=2)
+        _check_totals([f"{base}/metrics"], served)  # beside it, /metrics counts no request twice
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.slow
+def test_uvicorn_workers_debug_vars_report_exact_totals_with_no_setting(tmp_path: Path) -> None:
+    (tmp_path / "wapp.py").write_text(_APP)
+    (tmp_path / "run").mkdir(mode=0o700)
+    port = servers.free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "--workers", "3", "--limit-max-requests", "25"]
+    cmd += ["--port", str(port), "--log-level", "warning", "wapp:asgi"]
+    env = _env(tmp_path, KITOBS_METRICS_BACKEND="expvar")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(f"{base}/warmup", proc)
+        served, _ = _load(base, want_pids=3 + 2)
+        deadline = time.monotonic() + 30
+        while True:  # the supervisor replaces dead workers on its own schedule
+            try:
+                _check_debug_vars(f"{base}/debug/vars", served)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         _stop(proc)
 
