@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -54,9 +55,33 @@ def served_requests(exposition: str) -> float:
     return total
 
 
+DEMO_PORT = 8080  # the demo's embedded default, which the README's command runs on
+
+
+def wait_until_free(port: int, timeout: float = 180.0) -> None:
+    """wait_until_free returns once nothing is bound to 127.0.0.1:*port*, else fails naming it.
+
+    The README's command runs on the demo's default port, so it cannot move: a second test run on
+    the machine waits its turn, and a foreign server there fails the test with the reason,
+    instead of the test scraping someone else's /metrics.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the demo binds
+            try:
+                probe.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    pytest.fail(f"127.0.0.1:{port}, the demo's default port, stays in use")
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_readme_first_command_runs_the_demo_with_traffic(tmp_path: Path) -> None:
     command = readme_commands()[0]
+    wait_until_free(DEMO_PORT)
     stderr = tmp_path / "stderr.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KITOBS_")}
     with stderr.open("w") as err:
@@ -74,7 +99,7 @@ def test_readme_first_command_runs_the_demo_with_traffic(tmp_path: Path) -> None
         requests = 0.0
         log = ""
         while time.monotonic() < deadline:
-            requests = served_requests(scrape("http://127.0.0.1:8080/metrics"))
+            requests = served_requests(scrape(f"http://127.0.0.1:{DEMO_PORT}/metrics"))
             log = stderr.read_text(errors="replace")
             if requests >= 5 and "msg=span" in log and "kind=server" in log:
                 break
