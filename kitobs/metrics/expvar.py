@@ -34,11 +34,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kitobs.config import DEFAULT_REDACT_KEYS
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.metrics import _sketch, multiprocess
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -233,11 +231,7 @@ class Provider(Pages, Declaring):
         self._process = ProcessCollector() if process_metrics else None
         self._argv = redact_cmdline(list(sys.argv if argv is None else argv))
         self._started = time.time()
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         self._server: Server | None = None
         if listen:
             self._server = serve(

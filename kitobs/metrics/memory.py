@@ -20,11 +20,9 @@ import statistics
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -100,11 +98,7 @@ class Provider(Declaring):
         self._counter_cls = CounterValue if LOCK_FREE else LockedCounterValue
         self._gauge_cls = GaugeValue if LOCK_FREE else LockedGaugeValue
         self._process = ProcessCollector() if process_metrics else None
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes is empty: this backend serves no page."""

@@ -48,10 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kitobs import _fork
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -459,11 +457,7 @@ class Provider(Pages, Declaring):
         self._parsed: dict[str, tuple[Any, ...]] = {}  # a key, json-decoded once
         _fork.in_child(self)
         self.collect_dead()
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         self._server: Server | None = None
         if listen:
             self._server = serve(

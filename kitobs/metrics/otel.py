@@ -29,10 +29,9 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED, otel_attribute
+from kitobs.contract import otel_attribute
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -151,11 +150,7 @@ class Provider(Declaring):
         self._meter = meter_provider.get_meter(scope)
         self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
         self._gauge_cls = GaugeValue if LOCK_FREE else LockedGaugeValue
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         if process_metrics:
             self._process_instruments(ProcessCollector())
 

@@ -23,9 +23,7 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.metrics._declare import (
-    SELF_SIGNALS,
     Core,
     CounterFamily,
     Declaration,
@@ -107,11 +105,7 @@ class Provider(Pages, Declaring):
         self._created = created_series
         self._process = ProcessCollector() if process_metrics else None
         self.path = path
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         self._registry = registry
         self._collector: Collector | None = None
         if registry is not None:

@@ -69,11 +69,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from kitobs import _exit, _fork
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.contract import TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -639,12 +638,8 @@ class Provider:
         self._thread: threading.Thread | None = None
         self._at_exit = False
         # Self-metrics, present from the start (at zero).
-        dropped = self.declare(TELEMETRY_DROPPED)
+        dropped = self._core.declare_self_metrics(self.declare)
         self._dropped = {r: dropped.labels("metrics", r) for r in DROP_REASONS}
-        for signal in SELF_SIGNALS:
-            dropped.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._process: tuple[ProcessCollector, dict[str, Family[Counter] | Family[Gauge]]] | None
         self._process = None
         if process_metrics:
