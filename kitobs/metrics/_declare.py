@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
-from kitobs.config import DURATION_BUCKETS
+from kitobs.config import DURATION_BUCKETS, MetricsSettings, key_name
 from kitobs.contract import (
     LABEL_SETS_FOLDED,
     PROCESS_FAMILIES,
@@ -645,7 +645,7 @@ class Core:
         if max_label_sets < 1:
             raise ConfigError(
                 "max_label_sets must be at least 1",
-                key="metrics.max_label_sets",
+                key=key_name(MetricsSettings, "max_label_sets"),
                 value=max_label_sets,
             )
         common = dict(common_labels or {})

@@ -37,9 +37,11 @@ from kitobs.metrics._store import CounterValue, GaugeValue, LockedCounterValue, 
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
+    from kitobs.config import Settings
     from kitobs.metrics import ASGIApp, WSGIApp
+    from kitobs.metrics.config import BuildContext
 
-__all__ = ["Provider", "Counter", "Gauge", "Histogram", "HistogramValue"]
+__all__ = ["Provider", "from_settings", "Counter", "Gauge", "Histogram", "HistogramValue"]
 
 
 class HistogramValue(Bound):
@@ -208,3 +210,14 @@ class Provider(Declaring):
         if len(seen) == 1:
             return seen[0]
         return statistics.quantiles(seen, n=1000, method="inclusive")[round(q * 1000) - 1]
+
+
+def from_settings(settings: Settings, context: BuildContext) -> Provider:
+    """from_settings builds a memory provider with the ``[metrics]`` and service labels."""
+    m = settings.metrics
+    return Provider(
+        common_labels=settings.service.labels,
+        max_label_sets=m.max_label_sets,
+        logger=context.logger,
+        process_metrics=m.process_metrics,
+    )

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kitobs import _fork
+from kitobs.config import PrometheusSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
     Bound,
@@ -437,7 +438,7 @@ class Provider(Pages, Declaring):
         except OSError as err:
             raise ConfigError(
                 f"cannot create the directory: {err}",
-                key="metrics.prometheus.multiprocess_dir",
+                key=key_name(PrometheusSettings, "multiprocess_dir"),
                 value=str(directory),
             ) from None
         self.path = path
@@ -463,7 +464,7 @@ class Provider(Pages, Declaring):
             self._server = serve(
                 self.wsgi_routes(),
                 listen,
-                key="metrics.prometheus.listen",
+                key=key_name(PrometheusSettings, "listen"),
                 allow_public=allow_public_listen,
                 reuse_port=True,
             )
