@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import tomllib
@@ -62,6 +63,7 @@ __all__ = [
     "all_keys",
     "reference",
     "env_name",
+    "key_name",
     "DEFAULT_REDACT_KEYS",
     "DEFAULT_EXCLUDE_PATHS",
     "DURATION_BUCKETS",
@@ -579,6 +581,24 @@ def _sections(cls: type[Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[s
     for f in dataclasses.fields(cls):
         if _is_section(hints[f.name]):
             yield from _sections(hints[f.name], (*prefix, f.name))
+
+
+def key_name(section: type[Any], name: str) -> str:
+    """key_name gives the dotted key of field *name* of a section, e.g. ``metrics.statsd.address``
+    for ``key_name(StatsdSettings, "address")``: error messages name keys through the schema.
+
+    Raises:
+        KeyError: *section* is not a section of `Settings` or has no key *name*.
+    """
+    path = _section_paths().get(section)
+    if path is None or name not in {f.name for f in dataclasses.fields(section)}:
+        raise KeyError(f"{section.__name__} has no configuration key {name!r}")
+    return f"{path}.{name}"
+
+
+@functools.cache
+def _section_paths() -> dict[type[Any], str]:
+    return {cls: ".".join(path) for path, cls in _sections(Settings, ()) if path}
 
 
 def all_keys() -> list[KeyInfo]:

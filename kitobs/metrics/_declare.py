@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
-from kitobs.config import DURATION_BUCKETS
+from kitobs.config import DURATION_BUCKETS, MetricsSettings, key_name
 from kitobs.contract import (
     LABEL_SETS_FOLDED,
     PROCESS_FAMILIES,
@@ -239,18 +239,19 @@ class Bound:
 
     __slots__ = ()
 
+    #: The family this child belongs to: a slot of the child class (declared here for types).
+    _family: Family[Any]
+
     def with_labels(self, /, **labels: str) -> Self:
         """with_labels with no labels returns the child; any label raises `ConfigError`."""
         if labels:
-            fam: Family[object] = getattr(self, "_family")  # noqa: B009 - slot of the subclass
-            raise fam.too_many(labels)
+            raise self._family.too_many(labels)
         return self
 
     def labels(self, *values: str) -> Self:
         """labels with no values returns the child; any value raises `ConfigError`."""
         if values:
-            fam: Family[object] = getattr(self, "_family")  # noqa: B009 - slot of the subclass
-            raise fam.too_many(values)
+            raise self._family.too_many(values)
         return self
 
 
@@ -644,7 +645,7 @@ class Core:
         if max_label_sets < 1:
             raise ConfigError(
                 "max_label_sets must be at least 1",
-                key="metrics.max_label_sets",
+                key=key_name(MetricsSettings, "max_label_sets"),
                 value=max_label_sets,
             )
         common = dict(common_labels or {})
@@ -765,6 +766,23 @@ class Core:
                 "labels" if reason == "unbound_labels" else "value",
                 detail,
             )
+
+    def declare_self_metrics(self, declare: Callable[[MetricSpec[Counter]], Counter]) -> Counter:
+        """declare_self_metrics declares and wires a provider's self-metrics; returns the first.
+
+        *declare* is the provider's own ``declare``. It declares
+        ``kitobs_telemetry_dropped_total`` with the ``queue_full`` series of each of
+        `SELF_SIGNALS` and the recording-drop series at zero, and
+        ``kitobs_label_sets_folded_total``; the folds and recording drops are then counted there.
+        Every backend calls it once at the end of building its core, e.g.
+        ``self._dropped_family = self._core.declare_self_metrics(self.declare)``.
+        """
+        dropped = declare(TELEMETRY_DROPPED)
+        for signal in SELF_SIGNALS:
+            dropped.labels(signal, "queue_full")
+        self.set_dropped(lambda signal, reason: dropped.labels(signal, reason))
+        self.set_folded(declare(LABEL_SETS_FOLDED))
+        return dropped
 
     def set_folded(self, counter: Counter) -> None:
         """set_folded wires ``kitobs_label_sets_folded_total`` once the backend declared it."""

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from kitobs.config import StatsdSettings, key_name
 from kitobs.errors import ConfigError
 
 __all__ = [
@@ -105,7 +106,7 @@ def parse_address(transport: str, address: str) -> tuple[str, int] | str:
     if transport not in TRANSPORTS:
         raise ConfigError(
             "unknown statsd transport",
-            key="metrics.statsd.transport",
+            key=key_name(StatsdSettings, "transport"),
             value=transport,
             allowed=TRANSPORTS,
         )
@@ -114,7 +115,7 @@ def parse_address(transport: str, address: str) -> tuple[str, int] | str:
         if not path or "\0" in path:
             raise ConfigError(
                 "statsd address is not a socket path",
-                key="metrics.statsd.address",
+                key=key_name(StatsdSettings, "address"),
                 value=address,
                 allowed="a filesystem path such as /run/statsd.sock",
             )
@@ -125,7 +126,7 @@ def parse_address(transport: str, address: str) -> tuple[str, int] | str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(
             "statsd address is not host:port",
-            key="metrics.statsd.address",
+            key=key_name(StatsdSettings, "address"),
             value=address,
             allowed="host:port such as 127.0.0.1:8125, or [::1]:8125",
         )

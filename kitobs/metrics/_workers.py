@@ -35,11 +35,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kitobs.config import PrometheusSettings, key_name
 from kitobs.errors import ConfigError
 
 __all__ = ["Detected", "Unsure", "detect", "shared_directory", "start_time"]
 
-_KEY = "metrics.prometheus.multiprocess_dir"
+_KEY = key_name(PrometheusSettings, "multiprocess_dir")
 
 
 @dataclass(frozen=True, slots=True)

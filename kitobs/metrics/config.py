@@ -3,6 +3,26 @@
 Changing backend is a configuration change only: the application calls
 `provider_from_settings` once in ``main()`` and passes the provider on.
 
+`BACKENDS` is the one table from a ``metrics.backend`` name to the module that builds it; its
+names are the schema's choices (`kitobs.config.MetricsSettings`). A backend module is imported
+only when the configuration names it, so the optional libraries stay optional.
+
+What a backend provides (`Backend`), checked by mypy in ``tests/typing`` and by the conformance
+suite in ``tests/metrics``. A new backend is:
+
+1. one module ``kitobs/metrics/<name>.py`` with a ``Provider`` class matching
+   `kitobs.metrics.Provider` (family-based backends mix in ``_declare.Declaring``, build a
+   ``_declare.Core`` and call ``core.declare_self_metrics(self.declare)``, which declares the
+   self-metrics every backend has), and a module-level ``from_settings(settings, context)``
+   that reads its own ``[metrics.<name>]`` section and names keys through
+   `kitobs.config.key_name`;
+2. one line in `BACKENDS` and its name in the ``choices`` of ``metrics.backend`` (a test checks
+   the two agree), plus a settings section if it has keys;
+3. one line in ``HARNESSES`` of ``tests/metrics/harnesses.py``: a fresh provider and a reader of
+   its own output, so every conformance test runs on it.
+
+``docs/architecture.md`` ("Adding a metrics backend") works one through.
+
 Example::
 
     >>> from kitobs.config import load
@@ -13,9 +33,12 @@ Example::
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from kitobs.config import ExpvarSettings, MetricsSettings, PrometheusSettings, env_name, key_name
 from kitobs.errors import ConfigError
 from kitobs.metrics import _workers
 from kitobs.metrics._declare import Logger
@@ -25,7 +48,49 @@ if TYPE_CHECKING:
     from kitobs.config import Settings
     from kitobs.metrics import ExemplarContext, Provider
 
-__all__ = ["provider_from_settings"]
+__all__ = ["BACKENDS", "Backend", "BuildContext", "provider_from_settings"]
+
+#: BACKENDS maps each ``metrics.backend`` name to the module that builds it (`Backend`).
+#: ``prometheus`` builds a `kitobs.metrics.multiprocess` provider when workers share a directory.
+BACKENDS: Mapping[str, str] = {
+    "prometheus": "kitobs.metrics.prometheus",
+    "statsd": "kitobs.metrics.statsd",
+    "expvar": "kitobs.metrics.expvar",
+    "otel": "kitobs.metrics.otel",
+    "pushgateway": "kitobs.metrics.pushgateway",
+    "memory": "kitobs.metrics.memory",
+    "discard": "kitobs.metrics.discard",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """BuildContext is what a backend gets besides the settings, e.g. ``context.logger``.
+
+    Args:
+        logger: where the cardinality guard and the backend warn.
+        exemplar_context: (trace_id, span_id) of the current sampled span, for Prometheus.
+        meter_provider: an OpenTelemetry MeterProvider for the ``otel`` backend.
+        shared_directory: the directory the workers of this server share, or "" in a process
+            on its own (found once for every backend, see ``[metrics] multiprocess``).
+    """
+
+    logger: Logger | None = None
+    exemplar_context: ExemplarContext | None = None
+    meter_provider: Any = None
+    shared_directory: str = ""
+
+
+class Backend(Protocol):
+    """Backend is what a metrics backend module provides, e.g. `kitobs.metrics.statsd`."""
+
+    def from_settings(self, settings: Settings, context: BuildContext) -> Provider:
+        """from_settings builds the backend's provider from its settings section.
+
+        Raises:
+            ConfigError: a setting the loader cannot check; the message names the key.
+        """
+        ...
 
 
 def provider_from_settings(
@@ -52,16 +117,19 @@ def provider_from_settings(
     if len(names) > 1 and "discard" in names:
         names.remove("discard")  # discarding next to a real backend adds nothing
     if not names:
-        raise ConfigError("no backend named", key="metrics.backend", allowed="one or more")
+        raise ConfigError("no backend named", key=_BACKEND_KEY, allowed="one or more")
     _check_servers(settings, names)
-    common = dict(settings.service.labels)
-    shared = _shared_directory(settings, names, logger)
+    context = BuildContext(
+        logger=logger,
+        exemplar_context=exemplar_context,
+        meter_provider=meter_provider,
+        shared_directory=_shared_directory(settings, names, logger),
+    )
+    backends = [_backend(name) for name in names]
     members: list[Provider] = []
     try:
-        for name in names:
-            members.append(
-                _build(name, settings, common, logger, exemplar_context, meter_provider, shared)
-            )
+        for backend in backends:
+            members.append(backend.from_settings(settings, context))
     except BaseException:
         for built in members:
             built.close()
@@ -73,30 +141,64 @@ def provider_from_settings(
     return multi.Provider(*members, max_label_sets=m.max_label_sets, logger=logger)
 
 
+_BACKEND_KEY = key_name(MetricsSettings, "backend")
+
+
+def _backend(name: str) -> Backend:
+    """The module of backend *name*, imported now: a backend's libraries load only when chosen.
+
+    Raises:
+        ConfigError: *name* is not in `BACKENDS`, or its optional library is not installed.
+    """
+    module = BACKENDS.get(name)
+    if module is None:  # the loader checks the names; this guards a hand-built Settings
+        raise ConfigError(
+            "is not a known backend", key=_BACKEND_KEY, value=name, allowed=tuple(BACKENDS)
+        )
+    try:
+        return cast("Backend", importlib.import_module(module))
+    except ImportError as err:
+        raise ConfigError(
+            f"the {name} backend needs the kitobs[{name}] extra ({err})",
+            key=_BACKEND_KEY,
+            value=name,
+            allowed=f"pip install 'kitobs[{name}]'",
+        ) from None
+
+
 def _check_servers(settings: Settings, names: list[str]) -> None:
     m = settings.metrics
+    # The backends that serve a page: each section has listen and path keys.
+    pages: dict[str, PrometheusSettings | ExpvarSettings] = {
+        "prometheus": m.prometheus,
+        "expvar": m.expvar,
+    }
     seen: dict[tuple[str, int], str] = {}
-    for name, listen in (("prometheus", m.prometheus.listen), ("expvar", m.expvar.listen)):
-        if name in names and listen:
-            addr = parse_address(
-                listen, key=f"metrics.{name}.listen", allow_public=m.allow_public_listen
-            )
+    for name, section in pages.items():
+        if name in names and section.listen:
+            key = key_name(type(section), "listen")
+            addr = parse_address(section.listen, key=key, allow_public=m.allow_public_listen)
             if addr in seen and addr[1] != 0:
                 raise ConfigError(
                     f"the {seen[addr]} and {name} servers cannot share one address",
-                    key=f"metrics.{name}.listen",
-                    value=listen,
+                    key=key,
+                    value=section.listen,
                 )
             seen[addr] = name
-    for name, path in (("prometheus", m.prometheus.path), ("expvar", m.expvar.path)):
-        if name in names and not path.startswith("/"):
-            raise ConfigError("must start with /", key=f"metrics.{name}.path", value=path)
+    for name, section in pages.items():
+        if name in names and not section.path.startswith("/"):
+            raise ConfigError(
+                "must start with /", key=key_name(type(section), "path"), value=section.path
+            )
     if {"prometheus", "expvar"} <= set(names) and m.prometheus.path == m.expvar.path:
         raise ConfigError(
             "the Prometheus and expvar pages cannot share one path",
-            key="metrics.expvar.path",
+            key=key_name(type(m.expvar), "path"),
             value=m.expvar.path,
         )
+
+
+_MULTIPROCESS_DIR = key_name(PrometheusSettings, "multiprocess_dir")
 
 
 def _shared_directory(settings: Settings, names: list[str], logger: Logger | None) -> str:
@@ -114,180 +216,9 @@ def _shared_directory(settings: Settings, names: list[str], logger: Logger | Non
             "level",
             "warn",
             "msg",
-            "metrics may show one worker's numbers: set [metrics.prometheus] multiprocess_dir"
-            " (KITOBS_METRICS_PROMETHEUS_MULTIPROCESS_DIR) to a directory the workers share",
+            f"metrics may show one worker's numbers: set {_MULTIPROCESS_DIR}"
+            f" ({env_name(tuple(_MULTIPROCESS_DIR.split('.')))}) to a directory the workers share",
             "reason",
             found.reason,
         )
     return ""
-
-
-def _build(
-    name: str,
-    settings: Settings,
-    common: dict[str, str],
-    logger: Logger | None,
-    exemplar_context: ExemplarContext | None,
-    meter_provider: Any,
-    shared: str = "",
-) -> Provider:
-    m = settings.metrics
-    if name == "prometheus":
-        p = m.prometheus
-        if shared:
-            from kitobs.metrics import multiprocess
-
-            return multiprocess.Provider(
-                shared,
-                common_labels=common,
-                max_label_sets=m.max_label_sets,
-                logger=logger,
-                process_metrics=m.process_metrics,
-                listen=p.listen,
-                allow_public_listen=m.allow_public_listen,
-                path=p.path,
-                exemplar_context=exemplar_context if p.exemplars else None,
-            )
-        from kitobs.metrics import prometheus
-
-        return prometheus.Provider(
-            common_labels=common,
-            max_label_sets=m.max_label_sets,
-            logger=logger,
-            exemplar_context=exemplar_context if p.exemplars else None,
-            created_series=m.created_series,
-            process_metrics=m.process_metrics,
-            listen=p.listen,
-            allow_public_listen=m.allow_public_listen,
-            path=p.path,
-        )
-    if name == "expvar":
-        from kitobs.metrics import expvar
-
-        e = m.expvar
-        return expvar.Provider(
-            quantiles=e.quantiles,
-            common_labels=common,
-            max_label_sets=m.max_label_sets,
-            logger=logger,
-            process_metrics=m.process_metrics,
-            listen=e.listen,
-            allow_public_listen=m.allow_public_listen,
-            path=e.path,
-            # Its own subdirectory: next to the Prometheus provider, each keeps its own files.
-            directory=os.path.join(shared, "expvar") if shared else "",
-        )
-    if name == "pushgateway":
-        from kitobs.metrics import pushgateway
-
-        g = m.pushgateway
-        return pushgateway.Provider(
-            g.address,
-            job=g.job or settings.service.name,
-            instance=g.instance,
-            timeout=g.timeout,
-            push_on_exit=g.push_on_exit,
-            common_labels=common,
-            max_label_sets=m.max_label_sets,
-            logger=logger,
-            process_metrics=m.process_metrics,
-        )
-    if name == "otel":
-        try:
-            from kitobs.metrics import otel
-        except ImportError as err:
-            raise ConfigError(
-                f"the otel backend needs the kitobs[otel] extra ({err})",
-                key="metrics.backend",
-                value="otel",
-                allowed="pip install 'kitobs[otlp]' (or kitobs[otel] with your own readers)",
-            ) from None
-        o = m.otel
-        readers = [] if meter_provider is not None or o.use_global else _otel_readers(settings)
-        provider = otel.Provider(
-            meter_provider,
-            metric_readers=readers,
-            use_global=o.use_global,
-            common_labels=common,
-            max_label_sets=m.max_label_sets,
-            logger=logger,
-            process_metrics=m.process_metrics,
-        )
-        if meter_provider is None and o.use_global and not _global_meter_provider_set():
-            _warn(
-                logger,
-                "metrics.otel.use_global is set but OpenTelemetry's global MeterProvider is not: "
-                "metrics go nowhere until the application sets one",
-            )
-        return provider
-    if name == "statsd":
-        from kitobs.metrics import statsd
-
-        return statsd.Provider.from_settings(settings, logger=logger)
-    if name == "memory":
-        from kitobs.metrics import memory
-
-        return memory.Provider(
-            common_labels=common,
-            max_label_sets=m.max_label_sets,
-            logger=logger,
-            process_metrics=m.process_metrics,
-        )
-    if name == "discard":
-        from kitobs.metrics import discard
-
-        return discard.Provider()
-    raise ConfigError(  # the loader checks the names; this guards a schema/code mismatch
-        "is not a known backend",
-        key="metrics.backend",
-        value=name,
-        allowed=("prometheus", "statsd", "expvar", "otel", "pushgateway", "memory", "discard"),
-    )
-
-
-def _global_meter_provider_set() -> bool:
-    """Whether OpenTelemetry's global MeterProvider was set; until then its meters record nothing
-    (the API's proxy hands instruments on once ``set_meter_provider`` is called)."""
-    from opentelemetry import metrics as otel_metrics
-
-    current = otel_metrics.get_meter_provider()
-    unset = isinstance(current, otel_metrics.NoOpMeterProvider)
-    return not unset and type(current).__name__ != "_ProxyMeterProvider"
-
-
-def _warn(logger: Logger | None, message: str) -> None:
-    if logger is not None:
-        logger.log("level", "warn", "msg", message)
-
-
-def _otel_readers(settings: Settings) -> list[Any]:
-    """The periodic OTLP/HTTP reader of ``[metrics.otel]`` (extra ``kitobs[otlp]``).
-
-    Raises:
-        ConfigError: the exporter is not installed (metrics would go nowhere), or the endpoint
-            is not an http(s) URL.
-    """
-    o = settings.metrics.otel
-    try:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    except ImportError as err:
-        raise ConfigError(
-            "the otel backend exports over OTLP, which needs the kitobs[otlp] extra "
-            f"(opentelemetry-exporter-otlp-proto-http: {err})",
-            key="metrics.backend",
-            value="otel",
-            allowed="pip install 'kitobs[otlp]', or pass meter_provider= or set "
-            "metrics.otel.use_global",
-        ) from None
-    if o.endpoint and not o.endpoint.startswith(("http://", "https://")):
-        raise ConfigError(
-            "must be an http or https URL",
-            key="metrics.otel.endpoint",
-            value=o.endpoint,
-            allowed="a URL such as http://127.0.0.1:4318/v1/metrics",
-        )
-    # Empty keys are left to the exporter, whose own default is OpenTelemetry's.
-    exporter = OTLPMetricExporter(endpoint=o.endpoint or None, headers=dict(o.headers) or None)
-    interval_ms = o.export_interval * 1000.0
-    return [PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)]

@@ -31,14 +31,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kitobs.config import DEFAULT_REDACT_KEYS
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.config import DEFAULT_REDACT_KEYS, ExpvarSettings, key_name
 from kitobs.metrics import _sketch, multiprocess
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -61,8 +59,13 @@ from kitobs.metrics._store import (
 from kitobs.metrics.process import Collector as ProcessCollector
 from kitobs.redact import Rule
 
+if TYPE_CHECKING:
+    from kitobs.config import Settings
+    from kitobs.metrics.config import BuildContext
+
 __all__ = [
     "Provider",
+    "from_settings",
     "Counter",
     "Gauge",
     "Histogram",
@@ -205,7 +208,7 @@ class Provider(Pages, Declaring):
 
                 raise ConfigError(
                     "a quantile is out of range",
-                    key="metrics.expvar.quantiles",
+                    key=key_name(ExpvarSettings, "quantiles"),
                     value=q,
                     allowed="0..1",
                 )
@@ -233,17 +236,13 @@ class Provider(Pages, Declaring):
         self._process = ProcessCollector() if process_metrics else None
         self._argv = redact_cmdline(list(sys.argv if argv is None else argv))
         self._started = time.time()
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         self._server: Server | None = None
         if listen:
             self._server = serve(
                 self.wsgi_routes(),
                 listen,
-                key="metrics.expvar.listen",
+                key=key_name(ExpvarSettings, "listen"),
                 allow_public=allow_public_listen,
             )
 
@@ -452,3 +451,24 @@ def _number(value: float) -> float | str:
     if value == math.inf:
         return "+Inf"
     return "-Inf" if value == -math.inf else "NaN"
+
+
+def from_settings(settings: Settings, context: BuildContext) -> Provider:
+    """from_settings builds the provider ``[metrics.expvar]`` describes.
+
+    With workers sharing a directory, it keeps its files in its own ``expvar`` subdirectory, so
+    next to the Prometheus provider each keeps its own.
+    """
+    m, e = settings.metrics, settings.metrics.expvar
+    shared = context.shared_directory
+    return Provider(
+        quantiles=e.quantiles,
+        common_labels=settings.service.labels,
+        max_label_sets=m.max_label_sets,
+        logger=context.logger,
+        process_metrics=m.process_metrics,
+        listen=e.listen,
+        allow_public_listen=m.allow_public_listen,
+        path=e.path,
+        directory=os.path.join(shared, "expvar") if shared else "",
+    )

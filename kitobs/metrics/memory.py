@@ -20,11 +20,9 @@ import statistics
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -39,9 +37,11 @@ from kitobs.metrics._store import CounterValue, GaugeValue, LockedCounterValue, 
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
+    from kitobs.config import Settings
     from kitobs.metrics import ASGIApp, WSGIApp
+    from kitobs.metrics.config import BuildContext
 
-__all__ = ["Provider", "Counter", "Gauge", "Histogram", "HistogramValue"]
+__all__ = ["Provider", "from_settings", "Counter", "Gauge", "Histogram", "HistogramValue"]
 
 
 class HistogramValue(Bound):
@@ -100,11 +100,7 @@ class Provider(Declaring):
         self._counter_cls = CounterValue if LOCK_FREE else LockedCounterValue
         self._gauge_cls = GaugeValue if LOCK_FREE else LockedGaugeValue
         self._process = ProcessCollector() if process_metrics else None
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
 
     def wsgi_routes(self) -> dict[str, WSGIApp]:
         """wsgi_routes is empty: this backend serves no page."""
@@ -214,3 +210,14 @@ class Provider(Declaring):
         if len(seen) == 1:
             return seen[0]
         return statistics.quantiles(seen, n=1000, method="inclusive")[round(q * 1000) - 1]
+
+
+def from_settings(settings: Settings, context: BuildContext) -> Provider:
+    """from_settings builds a memory provider with the ``[metrics]`` and service labels."""
+    m = settings.metrics
+    return Provider(
+        common_labels=settings.service.labels,
+        max_label_sets=m.max_label_sets,
+        logger=context.logger,
+        process_metrics=m.process_metrics,
+    )

@@ -48,10 +48,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kitobs import _fork
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.config import PrometheusSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -439,7 +438,7 @@ class Provider(Pages, Declaring):
         except OSError as err:
             raise ConfigError(
                 f"cannot create the directory: {err}",
-                key="metrics.prometheus.multiprocess_dir",
+                key=key_name(PrometheusSettings, "multiprocess_dir"),
                 value=str(directory),
             ) from None
         self.path = path
@@ -459,17 +458,13 @@ class Provider(Pages, Declaring):
         self._parsed: dict[str, tuple[Any, ...]] = {}  # a key, json-decoded once
         _fork.in_child(self)
         self.collect_dead()
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         self._server: Server | None = None
         if listen:
             self._server = serve(
                 self.wsgi_routes(),
                 listen,
-                key="metrics.prometheus.listen",
+                key=key_name(PrometheusSettings, "listen"),
                 allow_public=allow_public_listen,
                 reuse_port=True,
             )

@@ -29,10 +29,11 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED, otel_attribute
+from kitobs.config import MetricsSettings, OtelMetricsSettings, key_name
+from kitobs.contract import otel_attribute
+from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -48,9 +49,20 @@ from kitobs.metrics._store import GaugeValue, LockedGaugeValue
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
+    from kitobs.config import Settings
     from kitobs.metrics import ASGIApp, WSGIApp
+    from kitobs.metrics.config import BuildContext
 
-__all__ = ["Provider", "Counter", "Gauge", "Histogram", "CounterChild", "HistogramChild", "UNITS"]
+__all__ = [
+    "Provider",
+    "from_settings",
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "CounterChild",
+    "HistogramChild",
+    "UNITS",
+]
 
 #: UNITS maps a kitobs unit to its UCUM code, e.g. ``seconds`` → ``s``.
 UNITS: dict[str, str] = {"": "", "seconds": "s", "bytes": "By", "ratio": "1"}
@@ -151,11 +163,7 @@ class Provider(Declaring):
         self._meter = meter_provider.get_meter(scope)
         self._core = Core(common_labels=common_labels, max_label_sets=max_label_sets, logger=logger)
         self._gauge_cls = GaugeValue if LOCK_FREE else LockedGaugeValue
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         if process_metrics:
             self._process_instruments(ProcessCollector())
 
@@ -238,3 +246,81 @@ class Provider(Declaring):
                 self._meter.create_observable_gauge(
                     decl.prometheus_name, callbacks=[observe], unit=unit, description=decl.help
                 )
+
+
+def from_settings(settings: Settings, context: BuildContext) -> Provider:
+    """from_settings builds the provider ``[metrics.otel]`` describes.
+
+    It records on ``context.meter_provider`` when given, else on OpenTelemetry's global one with
+    ``use_global``, else on a MeterProvider of its own that exports over OTLP/HTTP.
+
+    Raises:
+        ConfigError: the OTLP exporter is not installed, or the endpoint is not an http(s) URL.
+    """
+    m, o = settings.metrics, settings.metrics.otel
+    meter_provider = context.meter_provider
+    readers = [] if meter_provider is not None or o.use_global else _otel_readers(settings)
+    provider = Provider(
+        meter_provider,
+        metric_readers=readers,
+        use_global=o.use_global,
+        common_labels=settings.service.labels,
+        max_label_sets=m.max_label_sets,
+        logger=context.logger,
+        process_metrics=m.process_metrics,
+    )
+    if meter_provider is None and o.use_global and not _global_meter_provider_set():
+        _warn(
+            context.logger,
+            f"{key_name(OtelMetricsSettings, 'use_global')} is set but OpenTelemetry's global "
+            "MeterProvider is not: metrics go nowhere until the application sets one",
+        )
+    return provider
+
+
+def _global_meter_provider_set() -> bool:
+    """Whether OpenTelemetry's global MeterProvider was set; until then its meters record nothing
+    (the API's proxy hands instruments on once ``set_meter_provider`` is called)."""
+    from opentelemetry import metrics as otel_metrics
+
+    current = otel_metrics.get_meter_provider()
+    unset = isinstance(current, otel_metrics.NoOpMeterProvider)
+    return not unset and type(current).__name__ != "_ProxyMeterProvider"
+
+
+def _warn(logger: Logger | None, message: str) -> None:
+    if logger is not None:
+        logger.log("level", "warn", "msg", message)
+
+
+def _otel_readers(settings: Settings) -> list[Any]:
+    """The periodic OTLP/HTTP reader of ``[metrics.otel]`` (extra ``kitobs[otlp]``).
+
+    Raises:
+        ConfigError: the exporter is not installed (metrics would go nowhere), or the endpoint
+            is not an http(s) URL.
+    """
+    o = settings.metrics.otel
+    try:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    except ImportError as err:
+        raise ConfigError(
+            "the otel backend exports over OTLP, which needs the kitobs[otlp] extra "
+            f"(opentelemetry-exporter-otlp-proto-http: {err})",
+            key=key_name(MetricsSettings, "backend"),
+            value="otel",
+            allowed="pip install 'kitobs[otlp]', or pass meter_provider= or set "
+            f"{key_name(OtelMetricsSettings, 'use_global')}",
+        ) from None
+    if o.endpoint and not o.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            "must be an http or https URL",
+            key=key_name(OtelMetricsSettings, "endpoint"),
+            value=o.endpoint,
+            allowed="a URL such as http://127.0.0.1:4318/v1/metrics",
+        )
+    # Empty keys are left to the exporter, whose own default is OpenTelemetry's.
+    exporter = OTLPMetricExporter(endpoint=o.endpoint or None, headers=dict(o.headers) or None)
+    interval_ms = o.export_interval * 1000.0
+    return [PeriodicExportingMetricReader(exporter, export_interval_millis=interval_ms)]

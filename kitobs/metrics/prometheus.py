@@ -23,9 +23,8 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.config import PrometheusSettings, key_name
 from kitobs.metrics._declare import (
-    SELF_SIGNALS,
     Core,
     CounterFamily,
     Declaration,
@@ -50,12 +49,16 @@ from kitobs.metrics._store import CounterValue, GaugeValue, HistogramValue, chil
 from kitobs.metrics.process import Collector as ProcessCollector
 
 if TYPE_CHECKING:
+    from kitobs.config import Settings
     from kitobs.metrics import (
         ExemplarContext,
+        multiprocess,
     )
+    from kitobs.metrics.config import BuildContext
 
 __all__ = [
     "Provider",
+    "from_settings",
     "Counter",
     "Gauge",
     "Histogram",
@@ -107,11 +110,7 @@ class Provider(Pages, Declaring):
         self._created = created_series
         self._process = ProcessCollector() if process_metrics else None
         self.path = path
-        self._dropped_family = self.declare(TELEMETRY_DROPPED)
-        for signal in SELF_SIGNALS:
-            self._dropped_family.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
+        self._dropped_family = self._core.declare_self_metrics(self.declare)
         self._registry = registry
         self._collector: Collector | None = None
         if registry is not None:
@@ -122,7 +121,7 @@ class Provider(Pages, Declaring):
             self._server = serve(
                 self.wsgi_routes(),
                 listen,
-                key="metrics.prometheus.listen",
+                key=key_name(PrometheusSettings, "listen"),
                 allow_public=allow_public_listen,
             )
 
@@ -270,3 +269,38 @@ class Collector:
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
     return {n: v for n, v in zip(names, values, strict=True) if v != ""}
+
+
+def from_settings(settings: Settings, context: BuildContext) -> Provider | multiprocess.Provider:
+    """from_settings builds the provider ``[metrics.prometheus]`` describes.
+
+    When the workers of a multi-process server share a directory (``context.shared_directory``),
+    it is a `kitobs.metrics.multiprocess` provider whose exposition sums every worker.
+    """
+    m, p = settings.metrics, settings.metrics.prometheus
+    exemplar_context = context.exemplar_context if p.exemplars else None
+    if context.shared_directory:
+        from kitobs.metrics import multiprocess
+
+        return multiprocess.Provider(
+            context.shared_directory,
+            common_labels=settings.service.labels,
+            max_label_sets=m.max_label_sets,
+            logger=context.logger,
+            process_metrics=m.process_metrics,
+            listen=p.listen,
+            allow_public_listen=m.allow_public_listen,
+            path=p.path,
+            exemplar_context=exemplar_context,
+        )
+    return Provider(
+        common_labels=settings.service.labels,
+        max_label_sets=m.max_label_sets,
+        logger=context.logger,
+        exemplar_context=exemplar_context,
+        created_series=m.created_series,
+        process_metrics=m.process_metrics,
+        listen=p.listen,
+        allow_public_listen=m.allow_public_listen,
+        path=p.path,
+    )

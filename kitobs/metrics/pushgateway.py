@@ -29,17 +29,20 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kitobs import _exit
+from kitobs.config import PushgatewaySettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.metrics import prometheus
 from kitobs.metrics._declare import Logger, NopLogger
 
 if TYPE_CHECKING:
+    from kitobs.config import Settings
     from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, MetricSpec, WSGIApp
     from kitobs.metrics import Counter as CounterProtocol
     from kitobs.metrics import Gauge as GaugeProtocol
     from kitobs.metrics import Histogram as HistogramProtocol
+    from kitobs.metrics.config import BuildContext
 
-__all__ = ["Provider", "Counter", "Gauge", "Histogram", "grouping_path"]
+__all__ = ["Provider", "from_settings", "Counter", "Gauge", "Histogram", "grouping_path"]
 
 #: Counter is a pushgateway counter (kept like a prometheus one).
 Counter = prometheus.Counter
@@ -90,13 +93,15 @@ class Provider:
         process_metrics: bool = False,
     ) -> None:
         if not job:
-            raise ConfigError("the job grouping key is empty", key="metrics.pushgateway.job")
+            raise ConfigError(
+                "the job grouping key is empty", key=key_name(PushgatewaySettings, "job")
+            )
         base = address if "://" in address else f"http://{address}"
         parsed = urllib.parse.urlsplit(base)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ConfigError(
                 "is not host:port or an http(s) URL",
-                key="metrics.pushgateway.address",
+                key=key_name(PushgatewaySettings, "address"),
                 value=address,
             )
         self.job = job
@@ -212,3 +217,19 @@ class Provider:
             task = _exit.in_background(lambda: done.append(self._push(timeout)))
             task.join(max(0.0, deadline - time.monotonic()))
         return "" if done == [True] else f"the last push to {self.url}"
+
+
+def from_settings(settings: Settings, context: BuildContext) -> Provider:
+    """from_settings builds the provider ``[metrics.pushgateway]`` describes (job: the service)."""
+    m, g = settings.metrics, settings.metrics.pushgateway
+    return Provider(
+        g.address,
+        job=g.job or settings.service.name,
+        instance=g.instance,
+        timeout=g.timeout,
+        push_on_exit=g.push_on_exit,
+        common_labels=settings.service.labels,
+        max_label_sets=m.max_label_sets,
+        logger=context.logger,
+        process_metrics=m.process_metrics,
+    )

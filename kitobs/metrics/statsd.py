@@ -69,11 +69,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from kitobs import _exit, _fork
-from kitobs.contract import LABEL_SETS_FOLDED, TELEMETRY_DROPPED
+from kitobs.config import StatsdSettings, key_name
+from kitobs.contract import TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
     LOCK_FREE,
-    SELF_SIGNALS,
     Bound,
     Core,
     CounterFamily,
@@ -91,9 +91,11 @@ from kitobs.metrics.process import Collector as ProcessCollector
 if TYPE_CHECKING:
     from kitobs.config import Settings
     from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, MetricSpec, WSGIApp
+    from kitobs.metrics.config import BuildContext
 
 __all__ = [
     "Provider",
+    "from_settings",
     "Counter",
     "Gauge",
     "Histogram",
@@ -585,18 +587,18 @@ class Provider:
         if not _PREFIX.match(prefix):
             raise ConfigError(
                 "statsd prefix is not dotted words",
-                key="metrics.statsd.prefix",
+                key=key_name(StatsdSettings, "prefix"),
                 value=prefix,
                 allowed="letters, digits, _ and - separated by single dots, e.g. shop.api",
             )
         if not 64 <= packet_size <= 65507:
             raise ConfigError(
                 "packet size out of range",
-                key="metrics.statsd.packet_size",
+                key=key_name(StatsdSettings, "packet_size"),
                 value=packet_size,
                 allowed="64 to 65507 bytes",
             )
-        _rate("metrics.statsd.sample_rate", sample_rate)
+        _rate(key_name(StatsdSettings, "sample_rate"), sample_rate)
         for key, number, low in (
             ("flush_interval", flush_interval, 0.001),
             ("queue_size", queue_size, 1),
@@ -606,7 +608,7 @@ class Provider:
             if not number >= low:
                 raise ConfigError(
                     f"{key} is too small",
-                    key=f"metrics.statsd.{key}",
+                    key=key_name(StatsdSettings, key),
                     value=number,
                     allowed=f">= {low}",
                 )
@@ -639,12 +641,8 @@ class Provider:
         self._thread: threading.Thread | None = None
         self._at_exit = False
         # Self-metrics, present from the start (at zero).
-        dropped = self.declare(TELEMETRY_DROPPED)
+        dropped = self._core.declare_self_metrics(self.declare)
         self._dropped = {r: dropped.labels("metrics", r) for r in DROP_REASONS}
-        for signal in SELF_SIGNALS:
-            dropped.labels(signal, "queue_full")
-        self._core.set_dropped(self.dropped)
-        self._core.set_folded(self.declare(LABEL_SETS_FOLDED))
         self._process: tuple[ProcessCollector, dict[str, Family[Counter] | Family[Gauge]]] | None
         self._process = None
         if process_metrics:
@@ -1054,10 +1052,15 @@ def _new_random() -> Callable[[], float]:
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(
-            f"unknown statsd {key}", key=f"metrics.statsd.{key}", value=value, allowed=allowed
+            f"unknown statsd {key}", key=key_name(StatsdSettings, key), value=value, allowed=allowed
         )
 
 
 def _rate(key: str, rate: float) -> None:
     if not (isinstance(rate, int | float) and 0.0 < rate <= 1.0):
         raise ConfigError("sample rate out of range", key=key, value=rate, allowed="0 < rate <= 1")
+
+
+def from_settings(settings: Settings, context: BuildContext) -> Provider:
+    """from_settings builds the provider of ``[metrics.statsd]``, like `Provider.from_settings`."""
+    return Provider.from_settings(settings, logger=context.logger)

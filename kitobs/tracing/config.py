@@ -20,10 +20,12 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, cast
 
-from kitobs.config import Settings
+from kitobs.config import Settings, TracingSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.redact import Rule
 from kitobs.tracing import propagation, sampler
@@ -33,7 +35,64 @@ from kitobs.tracing._tracer import Tracer
 if TYPE_CHECKING:
     from kitobs.tracing import Counter, Exporter, Logger
 
-__all__ = ["redact_rule", "tracer_from_settings", "service_name"]
+__all__ = [
+    "EXPORTERS",
+    "Export",
+    "ExporterContext",
+    "ExporterModule",
+    "redact_rule",
+    "tracer_from_settings",
+    "service_name",
+]
+
+#: EXPORTERS maps each ``tracing.exporter`` name to the module that builds it
+#: (`ExporterModule`); ``none`` exports nothing. A module is imported only when chosen.
+EXPORTERS: Mapping[str, str | None] = {
+    "zipkin": "kitobs.tracing.zipkin",
+    "otlp": "kitobs.tracing.otlp",
+    "log": "kitobs.tracing.log",
+    "none": None,
+}
+
+_EXPORTER_KEY = key_name(TracingSettings, "exporter")
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterContext:
+    """ExporterContext is what an exporter gets besides the settings, e.g. its service name.
+
+    Args:
+        service_name: the name on the spans (`service_name`).
+        logger: the logger given to `tracer_from_settings`, or None.
+    """
+
+    service_name: str
+    logger: Logger | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """Export is a built exporter and the seconds one export may take, e.g. ``Export(e, 5.0)``."""
+
+    exporter: Exporter
+    timeout: float = 10.0
+
+
+class ExporterModule(Protocol):
+    """ExporterModule is what an exporter module provides, e.g. `kitobs.tracing.zipkin`.
+
+    A new exporter is one module with an ``Exporter`` (`kitobs.tracing.Exporter`) and this
+    ``from_settings``, one line in `EXPORTERS` and its name in the choices of
+    ``tracing.exporter`` (a test checks the two agree).
+    """
+
+    def from_settings(self, settings: Settings, context: ExporterContext) -> Export:
+        """from_settings builds the exporter from its settings section.
+
+        Raises:
+            ConfigError: a setting the loader cannot check; the message names the key.
+        """
+        ...
 
 
 def service_name(settings: Settings) -> str:
@@ -78,56 +137,16 @@ def tracer_from_settings(
     name = service_name(settings)
     chosen_sampler = sampler.from_name(cfg.sampler, cfg.sampler_arg)
     propagators = propagation.from_names(cfg.propagators)
-    exporter: Exporter | None
-    export_timeout = 10.0
-    if cfg.exporter == "none":
-        exporter = None
-    elif cfg.exporter == "zipkin":
-        from kitobs.tracing import zipkin
-
-        exporter = zipkin.Exporter(
-            cfg.zipkin.endpoint, service_name=name, timeout=cfg.zipkin.timeout
-        )
-        export_timeout = cfg.zipkin.timeout
-    elif cfg.exporter == "log":
-        if logger is None:
-            raise ConfigError(
-                "the log exporter needs a logger",
-                key="tracing.exporter",
-                value="log",
-                allowed="tracer_from_settings(settings, logger=...)",
-            )
-        from kitobs.tracing import log
-
-        exporter = log.Exporter(logger, service_name=name)
-    elif cfg.exporter == "otlp":
-        try:
-            from kitobs.tracing import otlp
-        except ImportError as err:
-            raise ConfigError(
-                f"the otlp exporter needs the kitobs[otlp] extra ({err})",
-                key="tracing.exporter",
-                value="otlp",
-                allowed="pip install 'kitobs[otlp]'",
-            ) from None
-        exporter = otlp.Exporter(cfg.otlp.endpoint, service_name=name, timeout=cfg.otlp.timeout)
-        export_timeout = cfg.otlp.timeout
-    else:  # the loader checks choices; a hand-built Settings may not
-        raise ConfigError(
-            "unknown exporter",
-            key="tracing.exporter",
-            value=cfg.exporter,
-            allowed=("zipkin", "otlp", "log", "none"),
-        )
+    built = _exporter(cfg.exporter, settings, ExporterContext(name, logger))
     processor = None
-    if exporter is not None:
+    if built is not None:
         processor = BatchProcessor(
-            exporter,
+            built.exporter,
             batch_size=cfg.batch_size,
             queue_size=cfg.queue_size,
             flush_interval=cfg.flush_interval,
             shutdown_timeout=cfg.shutdown_timeout,
-            export_timeout=export_timeout,
+            export_timeout=built.timeout,
             dropped=dropped,
             logger=logger,
             redact=redact_rule(settings),
@@ -138,3 +157,28 @@ def tracer_from_settings(
         propagators=propagators,
         public_edge=cfg.public_edge,
     )
+
+
+def _exporter(name: str, settings: Settings, context: ExporterContext) -> Export | None:
+    """The exporter *name* builds, its module imported now; None for ``none``.
+
+    Raises:
+        ConfigError: *name* is not in `EXPORTERS`, or its optional library is not installed.
+    """
+    if name not in EXPORTERS:  # the loader checks choices; a hand-built Settings may not
+        raise ConfigError(
+            "unknown exporter", key=_EXPORTER_KEY, value=name, allowed=tuple(EXPORTERS)
+        )
+    module = EXPORTERS[name]
+    if module is None:
+        return None
+    try:
+        chosen = cast("ExporterModule", importlib.import_module(module))
+    except ImportError as err:
+        raise ConfigError(
+            f"the {name} exporter needs the kitobs[{name}] extra ({err})",
+            key=_EXPORTER_KEY,
+            value=name,
+            allowed=f"pip install 'kitobs[{name}]'",
+        ) from None
+    return chosen.from_settings(settings, context)

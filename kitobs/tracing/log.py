@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING
 from opentelemetry.trace.status import StatusCode
 
 if TYPE_CHECKING:
+    from kitobs.config import Settings
     from kitobs.tracing import Logger, Span
+    from kitobs.tracing.config import Export, ExporterContext
 
-__all__ = ["Exporter"]
+__all__ = ["Exporter", "from_settings"]
 
 _ERROR = StatusCode.ERROR
 
@@ -69,3 +71,23 @@ class Exporter:
                 for key, value in span.attributes.items():
                     keyvals += [key, value]
             log(*keyvals)
+
+
+def from_settings(settings: Settings, context: ExporterContext) -> Export:
+    """from_settings builds an exporter writing to ``context.logger``.
+
+    Raises:
+        ConfigError: no logger was given.
+    """
+    from kitobs.config import TracingSettings, key_name
+    from kitobs.errors import ConfigError
+    from kitobs.tracing.config import Export
+
+    if context.logger is None:
+        raise ConfigError(
+            "the log exporter needs a logger",
+            key=key_name(TracingSettings, "exporter"),
+            value="log",
+            allowed="tracer_from_settings(settings, logger=...)",
+        )
+    return Export(Exporter(context.logger, service_name=context.service_name))

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -34,7 +35,11 @@ from kitobs import __version__
 from kitobs.errors import ConfigError
 from kitobs.tracing._span import Span
 
-__all__ = ["Exporter", "SdkExporter", "adapt"]
+if TYPE_CHECKING:
+    from kitobs.config import Settings
+    from kitobs.tracing.config import Export, ExporterContext
+
+__all__ = ["Exporter", "from_settings", "SdkExporter", "adapt"]
 
 _SCOPE = InstrumentationScope("kitobs", __version__)
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -112,3 +117,13 @@ class Exporter(SdkExporter):
         super().__init__(
             OTLPSpanExporter(endpoint=endpoint, timeout=timeout), service_name=service_name
         )
+
+
+def from_settings(settings: Settings, context: ExporterContext) -> Export:
+    """from_settings builds the exporter ``[tracing.otlp]`` describes."""
+    from kitobs.tracing.config import Export
+
+    o = settings.tracing.otlp
+    return Export(
+        Exporter(o.endpoint, service_name=context.service_name, timeout=o.timeout), o.timeout
+    )

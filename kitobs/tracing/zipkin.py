@@ -36,7 +36,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii as _esc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.status import StatusCode
@@ -44,7 +44,11 @@ from opentelemetry.trace.status import StatusCode
 from kitobs.errors import ConfigError
 from kitobs.tracing._span import Span
 
-__all__ = ["Exporter", "encode", "DEFAULT_ENDPOINT"]
+if TYPE_CHECKING:
+    from kitobs.config import Settings
+    from kitobs.tracing.config import Export, ExporterContext
+
+__all__ = ["Exporter", "from_settings", "encode", "DEFAULT_ENDPOINT"]
 
 #: Where a local Zipkin listens by default.
 DEFAULT_ENDPOINT = "http://127.0.0.1:9411/api/v2/spans"
@@ -207,3 +211,13 @@ class Exporter:
         except urllib.error.HTTPError as err:
             err.close()
             raise OSError(f"zipkin answered {err.code} {err.reason}") from None
+
+
+def from_settings(settings: Settings, context: ExporterContext) -> Export:
+    """from_settings builds the exporter ``[tracing.zipkin]`` describes."""
+    from kitobs.tracing.config import Export
+
+    z = settings.tracing.zipkin
+    return Export(
+        Exporter(z.endpoint, service_name=context.service_name, timeout=z.timeout), z.timeout
+    )

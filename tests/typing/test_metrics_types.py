@@ -12,7 +12,9 @@ from kitobs.metrics import (
     otel,
     prometheus,
     pushgateway,
+    statsd,
 )
+from kitobs.metrics.config import Backend
 
 
 def _prometheus(p: prometheus.Provider) -> metrics.Provider:
@@ -80,3 +82,8 @@ def _declare_is_typed(p: metrics.Provider) -> None:
     dropped.add()
     with metrics.timer(duration):
         pass
+
+
+def _backends() -> list[Backend]:
+    # Each module of kitobs.metrics.config.BACKENDS provides what a backend must.
+    return [prometheus, statsd, expvar, otel, pushgateway, memory, discard]
