@@ -11,8 +11,11 @@ its own sender thread, so it exports its own spans and never the parent's.
 
 Redaction: before a batch reaches the exporter (Zipkin, OTLP, log or any other), the values of
 secret span, event and link attributes (``password``, ``authorization``, ``api_key``... by the rule
-of `kitobs.redact`, the one log lines use) are replaced by ``[REDACTED]``. It runs here, on the
-sender thread, so ending a span costs nothing more.
+of `kitobs.redact`, the one log lines use) are replaced by ``[REDACTED]``. It runs on the sender
+thread, so ending a span costs nothing more. An exporter that encodes the batch itself can redact
+as it goes: if it has ``export_redacted(spans, timeout, rule)`` (`kitobs.tracing.zipkin.Exporter`
+does), the processor calls that with its rule and the spans as they ended, and the exporter then
+answers for every secret value; any other exporter gets the batch after `redact_spans`.
 
 Shutdown sends everything still queued, but waits no longer than ``shutdown_timeout``; what is
 left then is counted as dropped with reason ``shutdown``, as are spans ended afterwards. At

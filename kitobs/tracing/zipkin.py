@@ -17,7 +17,11 @@ upstream) nor protobuf. Every body validates against ``ListOfSpans`` of the Zipk
   JSON, as OpenTelemetry writes them; equal ones in the same microsecond once); links become
   one ``otel.links`` tag, ``trace_id-span_id`` pairs separated by commas (Zipkin has no links).
 
-Encoding runs on the batching processor's thread, never in the request.
+Encoding runs on the batching processor's thread, never in the request. Behind the processor,
+spans are redacted while they are encoded (`Exporter.export_redacted`): the values of secret span
+and event attributes, by the processor's `kitobs.redact.Rule`, are sent as its marker, also in
+``remoteEndpoint``; link attributes are never sent. Each key's tag prefix (``"http.route":``) is
+kept per rule, so a span whose keys were seen before costs one set test per key for redaction.
 
 Example::
 
