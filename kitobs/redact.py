@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -124,7 +124,7 @@ class Rule:
         """
         return scrub(value, self.is_redacted, self.marker, self.known_plain)
 
-    def attributes(self, attributes: dict[str, Any]) -> dict[str, Any]:
+    def attributes(self, attributes: Mapping[str, Any]) -> Mapping[str, Any]:
         """Return span *attributes* with secret values replaced; the same dict when none are."""
         if attributes.keys() <= self.known_plain:
             return attributes

@@ -11,8 +11,11 @@ its own sender thread, so it exports its own spans and never the parent's.
 
 Redaction: before a batch reaches the exporter (Zipkin, OTLP, log or any other), the values of
 secret span, event and link attributes (``password``, ``authorization``, ``api_key``... by the rule
-of `kitobs.redact`, the one log lines use) are replaced by ``[REDACTED]``. It runs here, on the
-sender thread, so ending a span costs nothing more.
+of `kitobs.redact`, the one log lines use) are replaced by ``[REDACTED]``. It runs on the sender
+thread, so ending a span costs nothing more. An exporter that encodes the batch itself can redact
+as it goes: if it has ``export_redacted(spans, timeout, rule)`` (`kitobs.tracing.zipkin.Exporter`
+does), the processor calls that with its rule and the spans as they ended, and the exporter then
+answers for every secret value; any other exporter gets the batch after `redact_spans`.
 
 Shutdown sends everything still queued, but waits no longer than ``shutdown_timeout``; what is
 left then is counted as dropped with reason ``shutdown``, as are spans ended afterwards. At
@@ -117,6 +120,7 @@ class BatchProcessor:
         "_pending_drops",
         "_queue",
         "_redact",
+        "_send",
         "_shutdown_timeout",
         "_thread",
         "_wake",
@@ -156,6 +160,7 @@ class BatchProcessor:
         self._dropped = _counters(dropped)
         self._logger: Logger = _NOP if logger is None else logger
         self._redact = redact
+        self._send = _sender(exporter, redact)
         self._closed = False
         self._overflow_logged = False
         self._failing = False
@@ -226,10 +231,8 @@ class BatchProcessor:
             self._busy = True
             self._inflight = len(batch)
         try:
-            if self._redact is not None:
-                # Inside the try: if redacting fails the batch is dropped, never sent as it is.
-                redact_spans(batch, self._redact)
-            self._exporter.export(batch, self._export_timeout)
+            # Inside the try: if redacting fails the batch is dropped, never sent as it is.
+            self._send(batch, self._export_timeout)
         except Exception as err:  # any exporter failure: count, log, carry on
             self._count("export_failed", len(batch))
             if not self._failing:
@@ -319,6 +322,27 @@ class BatchProcessor:
             self._queue = deque()
             return
         self._start()
+
+
+def _sender(exporter: Exporter, rule: Rule | None) -> Callable[[list[Span], float], None]:
+    # Decided once: an exporter that redacts while it encodes (export_redacted) is handed the
+    # rule; any other gets the batch after redact_spans has changed it.
+    if rule is None:
+        return exporter.export
+    redacting = getattr(exporter, "export_redacted", None)
+    if callable(redacting):
+
+        def send(spans: list[Span], timeout: float) -> None:
+            redacting(spans, timeout, rule)
+
+        return send
+    export = exporter.export
+
+    def redact_and_send(spans: list[Span], timeout: float) -> None:
+        redact_spans(spans, rule)
+        export(spans, timeout)
+
+    return redact_and_send
 
 
 def redact_spans(spans: list[Span], rule: Rule) -> None:

@@ -17,7 +17,11 @@ upstream) nor protobuf. Every body validates against ``ListOfSpans`` of the Zipk
   JSON, as OpenTelemetry writes them; equal ones in the same microsecond once); links become
   one ``otel.links`` tag, ``trace_id-span_id`` pairs separated by commas (Zipkin has no links).
 
-Encoding runs on the batching processor's thread, never in the request.
+Encoding runs on the batching processor's thread, never in the request. Behind the processor,
+spans are redacted while they are encoded (`Exporter.export_redacted`): the values of secret span
+and event attributes, by the processor's `kitobs.redact.Rule`, are sent as its marker, also in
+``remoteEndpoint``; link attributes are never sent. Each key's tag prefix (``"http.route":``) is
+kept per rule, so a span whose keys were seen before costs one set test per key for redaction.
 
 Example::
 
@@ -42,6 +46,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.status import StatusCode
 
 from kitobs.errors import ConfigError
+from kitobs.redact import Rule
 from kitobs.tracing._span import Span
 
 if TYPE_CHECKING:
@@ -103,7 +108,51 @@ def _remote(attrs: Mapping[str, Any]) -> str | None:
     return _dumps(endpoint)
 
 
-def _encode_span(span: Span, local: str) -> str:
+class _Keys(dict[str, str]):
+    """Attribute key -> its tag prefix (``"key":``) for the keys a rule leaves alone.
+
+    A missing key is new or secret: ``secret`` maps each secret key seen to its whole tag (the
+    marker as its value), so a span with secrets is still encoded by one comprehension. Both are
+    filled on first sight, up to `_KEYS_MAX` keys; past that a key is decided every time.
+    """
+
+    __slots__ = ("rule", "secret")
+
+    def __init__(self, rule: Rule | None) -> None:
+        super().__init__()
+        self.rule = rule
+        self.secret: dict[str, str] = {}
+
+    def tags(self, attrs: Mapping[str, Any]) -> list[str]:
+        # The slow path: a key not seen before. Secret values never reach _tag.
+        rule, out = self.rule, []
+        for key, value in attrs.items():
+            if value is None:
+                continue
+            prefix = self.get(key)
+            if prefix is not None:
+                out.append(prefix + _tag(value))
+                continue
+            tag = self.secret.get(key)
+            if tag is None:
+                prefix = _esc(key) + ":"
+                if rule is not None and rule.is_redacted(key):
+                    tag = prefix + _esc(rule.marker)
+                    if len(self.secret) < _KEYS_MAX:
+                        self.secret[key] = tag
+                else:
+                    if len(self) < _KEYS_MAX:
+                        self[key] = prefix
+                    tag = prefix + _tag(value)
+            out.append(tag)
+        return out
+
+
+# Distinct attribute keys whose tag prefix (or secret tag) is kept per rule.
+_KEYS_MAX = 4096
+
+
+def _encode_span(span: Span, local: str, keys: _Keys) -> str:
     # Written by hand rather than through json.dumps of a dict: the keys are fixed, so only the
     # user's strings need escaping, and this is about twice as fast.
     start = span.start_ns // 1000
@@ -119,15 +168,29 @@ def _encode_span(span: Span, local: str) -> str:
     if kind is not None:
         out += kind
     attrs = span.attributes
-    tags = [f"{_esc(k)}:{_tag(v)}" for k, v in attrs.items() if v is not None] if attrs else []
-    if attrs and span.kind in _REMOTE_KINDS:
-        remote = _remote(attrs)
-        if remote:
-            out += f',"remoteEndpoint":{remote}'
+    if attrs:
+        # Redaction costs one set test per key here: a secret key's tag (marker included) comes
+        # whole from keys.secret, a plain key's prefix from keys; a new key takes the slow path.
+        secret = keys.secret
+        try:
+            tags = [
+                keys[k] + _tag(v) if k not in secret else secret[k]
+                for k, v in attrs.items()
+                if v is not None
+            ]
+        except KeyError:
+            tags = keys.tags(attrs)
+        if span.kind in _REMOTE_KINDS:
+            rule = keys.rule
+            remote = _remote(attrs if rule is None else rule.attributes(attrs))
+            if remote:
+                out += f',"remoteEndpoint":{remote}'
+    else:
+        tags = []
     if span.status_code is _ERROR:
         tags.append('"otel.status_code":"ERROR"')
         tags.append(f'"error":{_esc(span.status_description or "true")}')
-    if span.links:
+    if span.links:  # only the ids are sent: link attributes never reach Zipkin
         links = ",".join(
             f"{ln.context.trace_id:032x}-{ln.context.span_id:016x}" for ln in span.links
         )
@@ -135,16 +198,23 @@ def _encode_span(span: Span, local: str) -> str:
     if tags:
         out += ',"tags":{' + ",".join(tags) + "}"
     if span.events:
-        out += ',"annotations":[' + ",".join(_annotations(span.events)) + "]"
+        out += ',"annotations":[' + ",".join(_annotations(span.events, keys.rule)) + "]"
     return out + "}"
 
 
-def _annotations(events: Sequence[tuple[str, int, Mapping[str, Any] | None]]) -> list[str]:
+def _annotations(
+    events: Sequence[tuple[str, int, Mapping[str, Any] | None]], rule: Rule | None
+) -> list[str]:
     # The spec wants unique annotations: two equal events in one microsecond are sent once.
     seen: set[str] = set()
     out = []
     for name, ts, attributes in events:
-        value = _esc(name if not attributes else _dumps({name: attributes}))
+        if not attributes:
+            value = _esc(name)
+        elif rule is None:
+            value = _esc(_dumps({name: attributes}))
+        else:
+            value = _esc(_dumps({name: rule.attributes(attributes)}))
         item = f'{{"timestamp":{ts // 1000},"value":{value}}}'
         if item not in seen:
             seen.add(item)
@@ -156,10 +226,13 @@ def _local(service_name: str) -> str:
     return _dumps({"serviceName": service_name.lower() or "unknown_service"})
 
 
-def encode(spans: Sequence[Span], service_name: str) -> bytes:
-    """encode gives a Zipkin v2 ``ListOfSpans`` JSON body, e.g. ``encode(batch, "shop")``."""
-    local = _local(service_name)
-    return ("[" + ",".join([_encode_span(span, local) for span in spans]) + "]").encode()
+def encode(spans: Sequence[Span], service_name: str, *, redact: Rule | None = None) -> bytes:
+    """encode gives a Zipkin v2 ``ListOfSpans`` JSON body, e.g. ``encode(batch, "shop")``.
+
+    With *redact*, the values of secret span and event attributes are sent as the rule's marker.
+    """
+    local, keys = _local(service_name), _Keys(redact)
+    return ("[" + ",".join([_encode_span(span, local, keys) for span in spans]) + "]").encode()
 
 
 class Exporter:
@@ -173,7 +246,7 @@ class Exporter:
         ConfigError: *endpoint* is not an http(s) URL, or *timeout* is not positive.
     """
 
-    __slots__ = ("_local", "_opener", "endpoint", "service_name", "timeout")
+    __slots__ = ("_keys", "_local", "_opener", "endpoint", "service_name", "timeout")
 
     def __init__(
         self, endpoint: str = DEFAULT_ENDPOINT, *, service_name: str, timeout: float = 5.0
@@ -191,14 +264,31 @@ class Exporter:
         self.service_name = service_name
         self.timeout = timeout
         self._local = _local(service_name)
+        # Tag prefixes per redaction rule (None: no rule), kept across batches.
+        self._keys: dict[Rule | None, _Keys] = {}
         # A collector is reached directly: an HTTP proxy meant for outbound traffic would
         # otherwise intercept loopback and cluster-local URLs.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def export(self, spans: Sequence[Span], timeout: float) -> None:
-        """export POSTs *spans* as one JSON body; raises on a network error or a non-2xx answer."""
+        """export POSTs *spans* as one JSON body; raises on a network error or a non-2xx answer.
+
+        Attributes are sent as they are; the batching processor calls `export_redacted`.
+        """
+        self.export_redacted(spans, timeout, None)
+
+    def export_redacted(self, spans: Sequence[Span], timeout: float, rule: Rule | None) -> None:
+        """export_redacted is `export` with secret span and event attribute values, by *rule*,
+        sent as its marker: redacting while encoding costs about nothing per span.
+        """
+        keys = self._keys.get(rule)
+        if keys is None:
+            keys = self._keys.setdefault(rule, _Keys(rule))
         local = self._local
-        body = ("[" + ",".join([_encode_span(span, local) for span in spans]) + "]").encode()
+        body = ("[" + ",".join([_encode_span(span, local, keys) for span in spans]) + "]").encode()
+        self._post(body, timeout)
+
+    def _post(self, body: bytes, timeout: float) -> None:
         request = urllib.request.Request(
             self.endpoint,
             data=body,

@@ -107,3 +107,88 @@ def test_a_span_without_secrets_keeps_its_attributes_dict() -> None:
     before = span.attributes
     redact_spans([span], Rule())
     assert span.attributes is before
+
+
+def _zipkin_spans(body: bytes) -> dict[str, dict[str, Any]]:
+    validate(body)
+    return {s["name"]: s for s in json.loads(body)}
+
+
+def test_zipkin_redacts_while_encoding_batch_after_batch() -> None:
+    from kitobs.tracing._span import Span
+
+    rule = Rule(extra=["address"])
+    sent: list[bytes] = []
+
+    class Sink(zipkin.Exporter):
+        def _post(self, body: bytes, timeout: float) -> None:
+            sent.append(body)
+
+    exporter = Sink(service_name="shop")
+    for batch in range(3):  # the first batch learns the keys, the later ones use what it kept
+        span = Span("call", 1, 2 + batch, kind=SpanKind.CLIENT, attributes={**SECRETS, **PLAIN})
+        span.set_attribute("server.address", "db.internal")
+        span.add_event("retry", {"privateKey": SECRET, "attempt": 2})
+        span.end()
+        exporter.export_redacted([span], 1.0, rule)
+        assert span.attributes is not None
+        assert span.attributes["password"] == SECRET  # the span itself is left as it is
+    for body in sent:
+        assert SECRET.encode() not in body
+        assert b"db.internal" not in body
+        (out,) = _zipkin_spans(body).values()
+        assert out["remoteEndpoint"] == {"serviceName": "[redacted]"}
+        for key in SECRETS:
+            assert out["tags"][key] == "[REDACTED]"
+        assert out["tags"]["max_tokens"] == "512"
+        assert json.loads(out["annotations"][0]["value"]) == {
+            "retry": {"privateKey": "[REDACTED]", "attempt": 2}
+        }
+    exporter.export([span], 1.0)  # no rule: as they are
+    assert SECRET.encode() in sent[-1]
+
+
+def test_zipkin_encode_redacts_past_its_key_cache() -> None:
+    from kitobs.tracing._span import Span
+
+    spans = []
+    for i in range(5000):  # more distinct keys than are kept
+        span = Span(f"s{i}", 1, i + 1, attributes={f"k{i}": 1, "password": SECRET, f"t{i}": "x"})
+        span.end()
+        spans.append(span)
+    body = zipkin.encode(spans, "shop", redact=Rule())
+    assert SECRET.encode() not in body
+    out = _zipkin_spans(body)
+    assert out["s4999"]["tags"] == {"k4999": "1", "password": "[REDACTED]", "t4999": "x"}
+    assert SECRET.encode() in zipkin.encode(spans[:1], "shop")
+
+
+def test_an_exporter_that_redacts_itself_gets_the_rule_and_others_redacted_spans() -> None:
+    from collections.abc import Sequence
+
+    from kitobs.tracing._span import Span
+
+    rule = Rule()
+    got: list[tuple[str, Rule | None, Any]] = []
+
+    class Redacting:
+        def export(self, spans: Sequence[Span], timeout: float) -> None:
+            got.append(("export", None, [s.attributes for s in spans]))
+
+        def export_redacted(self, spans: Sequence[Span], timeout: float, r: Rule | None) -> None:
+            got.append(("export_redacted", r, [dict(s.attributes or {}) for s in spans]))
+
+    class Plain:
+        def export(self, spans: Sequence[Span], timeout: float) -> None:
+            got.append(("export", None, [dict(s.attributes or {}) for s in spans]))
+
+    for exporter in (Redacting(), Plain()):
+        processor = BatchProcessor(exporter, flush_interval=0.05, redact=rule)
+        with Tracer(processor=processor).span("s", attributes={"api_key": SECRET, "n": 1}):
+            pass
+        assert processor.flush(10.0)
+        processor.shutdown()
+    assert got == [
+        ("export_redacted", rule, [{"api_key": SECRET, "n": 1}]),
+        ("export", None, [{"api_key": "[REDACTED]", "n": 1}]),
+    ]
