@@ -45,6 +45,10 @@ What each field holds:
   entries (``-bin`` keys) are left out.
 - ``values``: what middleware added for inner endpoints, e.g. auth claims; read-only.
 
+The HTTP server transports hand the variable a `Pending` instead of a built context: the
+context is made on the first `current` of the request and is the same object afterwards, so a
+request nobody asks about costs no context.
+
 Outside any request `current` gives `BACKGROUND`: no deadline, no metadata, never cancelled.
 This module needs only the standard library.
 """
@@ -66,11 +70,13 @@ __all__ = [
     "DeadlineExceeded",
     "Metadata",
     "NO_VALUES",
+    "Pending",
     "RequestContext",
     "attach",
     "current",
     "detach",
     "from_fields",
+    "held",
     "scoped",
     "time_remaining",
 ]
@@ -240,17 +246,30 @@ from_fields = cast(
 NO_VALUES = _NO_VALUES
 """NO_VALUES is the empty, read-only ``values`` of a context no middleware added to."""
 
-_CURRENT: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
+Pending = tuple[Callable[[Any], RequestContext], Any]
+"""Pending is a server transport's context not built yet: ``(build, request)``.
+
+``build(request)`` makes the `RequestContext` when `current` is first called in the request, and
+gives that same object on every later call (it keeps it in the request, e.g. the environ), so a
+request nobody asks about costs no context at all."""
+
+_CURRENT: contextvars.ContextVar[RequestContext | Pending] = contextvars.ContextVar(
     "kitobs.request_context", default=BACKGROUND
 )
+_held = _CURRENT.get
 
-current = _CURRENT.get
-"""current gives the request context in effect, e.g. ``current().metadata["authorization"]``."""
+
+def current() -> RequestContext:
+    """current gives the request context in effect, e.g. ``current().metadata["authorization"]``."""
+    ctx = _held()
+    if isinstance(ctx, RequestContext):
+        return ctx
+    return ctx[0](ctx[1])  # a transport's Pending: built on first use
 
 
 def time_remaining() -> float | None:
     """time_remaining gives the current request's seconds left (0.0 once passed), or None."""
-    deadline = _CURRENT.get().deadline
+    deadline = current().deadline
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic())
@@ -258,11 +277,16 @@ def time_remaining() -> float | None:
 
 # The transports' per-request calls, bound once: no Python frame between them and the variable.
 attach = _CURRENT.set
-"""attach makes a context current and returns the token for `detach`, e.g. ``t = attach(ctx)``.
+"""attach makes a context (or a `Pending`) current and returns the token for `detach`.
 
-Transports use it around the application; `scoped` is the form for everyone else."""
+E.g. ``t = attach(ctx)``. Transports use it around the application; `scoped` is the form for
+everyone else."""
 detach = _CURRENT.reset
 """detach makes the context before the matching `attach` current again, e.g. ``detach(t)``."""
+held = _held
+"""held gives what the last `attach` set, a `RequestContext` or a `Pending`, without building it.
+
+Transports use it to see that an outer transport already gave the request a context."""
 
 
 @contextlib.contextmanager
@@ -279,9 +303,7 @@ def scoped(
     the client calls it makes) sees the derived context; the caller, other threads and other
     tasks never do. Yields the derived context.
     """
-    ctx = _CURRENT.get().derive(
-        deadline=deadline, timeout=timeout, metadata=metadata, values=values
-    )
+    ctx = current().derive(deadline=deadline, timeout=timeout, metadata=metadata, values=values)
     token = _CURRENT.set(ctx)
     try:
         yield ctx

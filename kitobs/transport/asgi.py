@@ -23,10 +23,11 @@ disposition, so the process dies without running atexit hooks.
 
 Both fill the request context (`kitobs.endpoint.context`) while the app runs: the request headers
 as its metadata (decoded on first read), a deadline when built with ``timeout=`` (seconds), and
-``cancelled`` set when the `Middleware` sees the client's ``http.disconnect``. It is also stored
-under `CONTEXT_KEY` in the scope; a `Server` behind a `Middleware` keeps the middleware's context
-(its own ``timeout`` can only make the deadline earlier). Each request runs in its own task, so
-contexts never mix between concurrent requests.
+``cancelled`` set when the `Middleware` sees the client's ``http.disconnect`` (before or after
+the context was built). It is built when first asked for (with a ``timeout``, at once) and then
+kept under `CONTEXT_KEY` in the scope; a `Server` behind a `Middleware` keeps the middleware's
+context (its own ``timeout`` can only make the deadline earlier). Each request runs in its own
+task, so contexts never mix between concurrent requests.
 
 `Server` is go-kit's ``http.Server`` for ASGI, with the same hooks as
 `kitobs.transport.wsgi.Server`; the endpoint, *decode* and *encode* may each be sync or async
@@ -55,10 +56,12 @@ from kitobs.endpoint.context import (
     NO_VALUES,
     Cancellation,
     Metadata,
+    Pending,
     RequestContext,
     attach,
     detach,
     from_fields,
+    held,
 )
 from kitobs.errors import ConfigError
 from kitobs.transport.http import (
@@ -113,10 +116,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ROUTE_KEY = "kitobs.route"
 #: EXCEPTION_KEY is the scope key holding an exception the app turned into an error response.
 EXCEPTION_KEY = "kitobs.exception"
-#: CONTEXT_KEY is the scope key holding the request's `kitobs.endpoint.context.RequestContext`.
+#: CONTEXT_KEY is the scope key holding the request's `kitobs.endpoint.context.RequestContext`
+#: once it is built (the first `kitobs.endpoint.context.current` in the request builds it).
 CONTEXT_KEY = "kitobs.context"
 #: DISCONNECTED_STATUS labels requests whose client went away before the response started.
 DISCONNECTED_STATUS = 499
+# Set in the scope when the client disconnected, so a context built afterwards is cancelled.
+_DISCONNECTED_KEY = "kitobs.disconnected"
 
 
 def route_from_scope(scope: Scope) -> str | None:
@@ -178,35 +184,37 @@ def _checked_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
-def _request_context(scope: Scope, timeout: float | None) -> RequestContext | None:
-    # The context an outer Middleware made for this request, and made current, needs nothing
-    # more (None); else a new or derived one to make current.
+def _built_context(scope: Scope) -> RequestContext:
+    # A Pending's build: the request's context, made once and kept in the scope. setdefault
+    # keeps the first of two threads that build it at once, so both get the same object. A
+    # disconnect the middleware saw before the context was built cancels it now.
     ctx: RequestContext | None = scope.get(CONTEXT_KEY)
     if ctx is None:
-        ctx = from_fields(
-            (
-                None if timeout is None else time.monotonic() + timeout,
-                Cancellation(),
-                _ScopeMetadata(scope),
-                NO_VALUES,
-            )
+        ctx = scope.setdefault(
+            CONTEXT_KEY, from_fields((None, Cancellation(), _ScopeMetadata(scope), NO_VALUES))
         )
-    elif timeout is not None:
-        ctx = ctx.derive(timeout=timeout)
-    else:
-        return None
-    scope[CONTEXT_KEY] = ctx
+        if _DISCONNECTED_KEY in scope:
+            ctx.cancelled.set()
+    return ctx
+
+
+def _request_context(scope: Scope, timeout: float | None) -> RequestContext | Pending:
+    # What a Server makes current: its own context (built on first use), or, with a timeout, a
+    # context whose deadline is the earlier of the outer one (if any) and its own.
+    if timeout is None:
+        return (_built_context, scope)
+    ctx = scope[CONTEXT_KEY] = _built_context(scope).derive(timeout=timeout)
     return ctx
 
 
 class _Exchange:
     # One request: wraps receive/send to see disconnects, the status and the body size.
-    __slots__ = ("_receive", "_send", "cancelled", "code", "disconnected", "size")
+    __slots__ = ("_receive", "_scope", "_send", "code", "disconnected", "size")
 
-    def __init__(self, receive: Receive, send: Send, cancelled: Cancellation) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
         self._receive = receive
         self._send = send
-        self.cancelled = cancelled
         self.code = 0
         self.size = 0
         self.disconnected = False
@@ -214,7 +222,13 @@ class _Exchange:
     async def receive(self) -> Message:
         message = await self._receive()
         if message.get("type") == "http.disconnect":
-            self.cancelled.set()
+            # Recorded first, then the context (if built) cancelled: a context built at the
+            # same time in another thread sees one or the other (see _built_context).
+            scope = self._scope
+            scope[_DISCONNECTED_KEY] = True
+            ctx = scope.get(CONTEXT_KEY)
+            if ctx is not None:
+                ctx.cancelled.set()
             if not self.code:
                 self.disconnected = True
         return message
@@ -279,15 +293,14 @@ class Middleware:
             scope.get("path", ""),
         )
         timeout = self._timeout
-        ctx = scope[CONTEXT_KEY] = from_fields(
-            (
-                None if timeout is None else time.monotonic() + timeout,
-                Cancellation(),
-                _ScopeMetadata(scope),
-                NO_VALUES,
+        ctx: RequestContext | Pending
+        if timeout is None:
+            ctx = (_built_context, scope)  # built only if someone asks for it
+        else:
+            ctx = scope[CONTEXT_KEY] = from_fields(
+                (time.monotonic() + timeout, Cancellation(), _ScopeMetadata(scope), NO_VALUES)
             )
-        )
-        exchange = _Exchange(receive, send, ctx.cancelled)
+        exchange = _Exchange(scope, receive, send)
         error: BaseException | None = None
         token = attach(ctx)
         try:
@@ -401,8 +414,13 @@ class Server:
             return
         if self._route is not None:
             scope[ROUTE_KEY] = self._route
-        ctx = _request_context(scope, self._timeout)
-        token = None if ctx is None else attach(ctx)
+        timeout = self._timeout
+        token = None
+        if held().__class__ is not tuple and scope.get(CONTEXT_KEY) is None:
+            # No outer Middleware gave this request a context: this server does.
+            token = attach(_request_context(scope, timeout))
+        elif timeout is not None:
+            token = attach(_request_context(scope, timeout))
         try:
             for hook in self._before:
                 hook(scope)

@@ -26,7 +26,8 @@ see the encoded response, an *error_encoder* turns an exception or a business er
 
 Both fill the request context (`kitobs.endpoint.context`) while the application runs: the
 incoming headers as its metadata and, when built with ``timeout=`` (seconds), a deadline that
-many seconds after the request arrived. It is also stored under `CONTEXT_KEY` in the environ. A
+many seconds after the request arrived. It is built when first asked for (`context.current()`;
+with a ``timeout``, at once) and then kept under `CONTEXT_KEY` in the environ. A
 `Server` behind a `Middleware` keeps the middleware's context (its own ``timeout`` can only make
 the deadline earlier). WSGI does not tell a server that the client went away, so ``cancelled`` is
 only set by code that sets it.
@@ -49,10 +50,12 @@ from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
 from kitobs.endpoint.context import (
     NO_VALUES,
     Cancellation,
+    Pending,
     RequestContext,
     attach,
     detach,
     from_fields,
+    held,
 )
 from kitobs.errors import ConfigError
 from kitobs.transport.http import (
@@ -100,7 +103,8 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 ROUTE_KEY = "kitobs.route"
 #: EXCEPTION_KEY is the environ key holding an exception the app turned into an error page.
 EXCEPTION_KEY = "kitobs.exception"
-#: CONTEXT_KEY is the environ key holding the request's `kitobs.endpoint.context.RequestContext`.
+#: CONTEXT_KEY is the environ key holding the request's `kitobs.endpoint.context.RequestContext`
+#: once it is built (the first `kitobs.endpoint.context.current` in the request builds it).
 CONTEXT_KEY = "kitobs.context"
 
 
@@ -212,20 +216,18 @@ class Middleware:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") in self._excluded:
             return self._app(environ, start_response)
-        headers = EnvironHeaders(environ)
         timeout = self._timeout
-        ctx = environ[CONTEXT_KEY] = from_fields(
-            (
-                None if timeout is None else time.monotonic() + timeout,
-                Cancellation(),
-                headers,
-                NO_VALUES,
+        ctx: RequestContext | Pending
+        if timeout is None:
+            ctx = (_built_context, environ)  # built only if someone asks for it
+        else:
+            ctx = environ[CONTEXT_KEY] = from_fields(
+                (time.monotonic() + timeout, Cancellation(), EnvironHeaders(environ), NO_VALUES)
             )
-        )
         call = self._instruments.start(
             environ.get("REQUEST_METHOD", ""),
             environ.get("wsgi.url_scheme", "http"),
-            headers if self._traced else None,
+            EnvironHeaders(environ) if self._traced else None,
             environ.get("PATH_INFO", ""),
         )
         recorder = _Recorder(self, environ, start_response, call)
@@ -253,24 +255,24 @@ def _checked_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
-def _request_context(environ: Environ, timeout: float | None) -> RequestContext | None:
-    # The context an outer Middleware made for this request, and made current, needs nothing
-    # more (None); else a new or derived one to make current.
+def _built_context(environ: Environ) -> RequestContext:
+    # A Pending's build: the request's context, made once and kept in the environ. setdefault
+    # keeps the first of two threads that build it at once, so both get the same object.
     ctx: RequestContext | None = environ.get(CONTEXT_KEY)
     if ctx is None:
-        ctx = from_fields(
-            (
-                None if timeout is None else time.monotonic() + timeout,
-                Cancellation(),
-                EnvironHeaders(environ),
-                NO_VALUES,
-            )
+        ctx = environ.setdefault(
+            CONTEXT_KEY,
+            from_fields((None, Cancellation(), EnvironHeaders(environ), NO_VALUES)),
         )
-    elif timeout is not None:
-        ctx = ctx.derive(timeout=timeout)
-    else:
-        return None
-    environ[CONTEXT_KEY] = ctx
+    return ctx
+
+
+def _request_context(environ: Environ, timeout: float | None) -> RequestContext | Pending:
+    # What a Server makes current: its own context (built on first use), or, with a timeout, a
+    # context whose deadline is the earlier of the outer one (if any) and its own.
+    if timeout is None:
+        return (_built_context, environ)
+    ctx = environ[CONTEXT_KEY] = _built_context(environ).derive(timeout=timeout)
     return ctx
 
 
@@ -392,8 +394,13 @@ class Server:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self._route is not None:
             environ[ROUTE_KEY] = self._route
-        ctx = _request_context(environ, self._timeout)
-        token = None if ctx is None else attach(ctx)
+        timeout = self._timeout
+        token = None
+        if held().__class__ is not tuple and environ.get(CONTEXT_KEY) is None:
+            # No outer Middleware gave this request a context: this server does.
+            token = attach(_request_context(environ, timeout))
+        elif timeout is not None:
+            token = attach(_request_context(environ, timeout))
         try:
             for hook in self._before:
                 hook(environ)
