@@ -37,8 +37,8 @@ def _probe(tmp_path: Path, *paths: str) -> list[str]:
     repo = tmp_path / "parent" / "kitobs"
     (repo / "tests").mkdir(parents=True)
     (repo / "tests" / "inside.txt").write_text("ok")
-    (tmp_path / "parent" / "shared").mkdir()
-    (tmp_path / "parent" / "shared" / "spec.yaml").write_text("beside")
+    (tmp_path / "parent" / "neighbour").mkdir()
+    (tmp_path / "parent" / "neighbour" / "spec.yaml").write_text("beside")
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(REPO_ROOT), str(repo), *paths],
         capture_output=True,
@@ -50,17 +50,19 @@ def _probe(tmp_path: Path, *paths: str) -> list[str]:
 
 
 def test_a_file_beside_the_repository_is_recorded(tmp_path: Path) -> None:
-    beside = tmp_path / "parent" / "shared" / "spec.yaml"
+    beside = tmp_path / "parent" / "neighbour" / "spec.yaml"
     assert _probe(tmp_path, str(beside)) == [str(beside)]
 
 
 def test_a_relative_path_that_climbs_out_is_recorded(tmp_path: Path) -> None:
-    assert _probe(tmp_path, "../shared/spec.yaml") == [str(tmp_path / "parent/shared/spec.yaml")]
+    assert _probe(tmp_path, "../neighbour/spec.yaml") == [
+        str(tmp_path / "parent/neighbour/spec.yaml")
+    ]
 
 
 def test_a_missing_file_beside_the_repository_is_recorded_too(tmp_path: Path) -> None:
     # The old tests failed with FileNotFoundError on a clone: the attempt is what counts.
-    missing = tmp_path / "parent" / "shared" / "specs" / "zipkin2-api.yaml"
+    missing = tmp_path / "parent" / "neighbour" / "specs" / "zipkin2-api.yaml"
     assert _probe(tmp_path, str(missing)) == [str(missing)]
 
 
@@ -73,17 +75,17 @@ def test_a_root_holding_the_parent_folder_allows_nothing(tmp_path: Path) -> None
     parent = tmp_path / "parent"
     confinement = Confinement(parent / "kitobs", parent, allowed=[tmp_path, Path("/")])
     assert confinement.allowed == []
-    assert confinement.offends(str(parent / "shared" / "spec.yaml"))
+    assert confinement.offends(str(parent / "neighbour" / "spec.yaml"))
     assert not confinement.offends(str(tmp_path / "other"))
 
 
 def test_dot_files_of_a_home_beside_the_clone_are_allowed(tmp_path: Path) -> None:
-    # A clone in ~/kitobs: tools read ~/.pdbrc, ~/.netrc, ~/.config/...; ~/shared is still beside.
+    # A clone in ~/kitobs: tools read ~/.pdbrc, ~/.netrc, ~/.config/...; ~/neighbour is still beside.
     home = tmp_path / "home"
     confinement = Confinement(home / "kitobs", home, allowed=[], home=home)
     assert not confinement.offends(str(home / ".pdbrc"))
     assert not confinement.offends(str(home / ".config" / "tool" / "settings.toml"))
-    assert confinement.offends(str(home / "shared" / "specs" / "zipkin2-api.yaml"))
+    assert confinement.offends(str(home / "neighbour" / "specs" / "zipkin2-api.yaml"))
     assert confinement.offends(str(home / "notes.txt"))
 
 
@@ -97,4 +99,4 @@ def test_the_interpreter_and_caches_beside_the_clone_are_allowed(tmp_path: Path)
     assert not confinement.offends(str(parent / "kitobs" / "README.md"))
     assert not confinement.offends(str(tmp_path / "elsewhere"))
     assert confinement.offends(str(parent / "kitobs-other" / "README.md"))
-    assert confinement.offends(str(parent / "shared" / "specs" / "x.json"))
+    assert confinement.offends(str(parent / "neighbour" / "specs" / "x.json"))

@@ -1,7 +1,7 @@
 """confinement: fail the test session if it reads files from beside the repository.
 
-A user's clone has nothing beside it, so a test that opens ``<repo>/../shared/...`` passes in
-development and fails for them. `Confinement` is installed as an audit hook (event ``open``) for
+A user's clone has nothing beside it, so a test that opens a file in a folder beside the
+checkout passes in development and fails for them. `Confinement` is installed as an audit hook (event ``open``) for
 the whole session by ``tests/conftest.py``; every path opened under the repository's parent folder
 but outside the repository is recorded, and the session fails listing them. Paths elsewhere
 (temporary directories, ``/proc``, the interpreter and its site-packages, caches, and the dot
