@@ -80,7 +80,7 @@ def test_a_root_holding_the_parent_folder_allows_nothing(tmp_path: Path) -> None
 
 
 def test_dot_files_of_a_home_beside_the_clone_are_allowed(tmp_path: Path) -> None:
-    # A clone in ~/kitobs: tools read ~/.pdbrc, ~/.netrc, ~/.config/...; ~/neighbour is still beside.
+    # A clone in ~/kitobs: tools read ~/.pdbrc, ~/.netrc, ~/.config/...; ~/neighbour is not.
     home = tmp_path / "home"
     confinement = Confinement(home / "kitobs", home, allowed=[], home=home)
     assert not confinement.offends(str(home / ".pdbrc"))

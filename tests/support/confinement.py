@@ -1,12 +1,13 @@
 """confinement: fail the test session if it reads files from beside the repository.
 
 A user's clone has nothing beside it, so a test that opens a file in a folder beside the
-checkout passes in development and fails for them. `Confinement` is installed as an audit hook (event ``open``) for
-the whole session by ``tests/conftest.py``; every path opened under the repository's parent folder
-but outside the repository is recorded, and the session fails listing them. Paths elsewhere
-(temporary directories, ``/proc``, the interpreter and its site-packages, caches, and the dot
-files and folders of the home directory, such as ``~/.pdbrc`` or ``~/.netrc``) are fine, even when
-they happen to sit under the parent folder (a clone in ``~/kitobs``). Example::
+checkout passes in development and fails for them. `Confinement` is installed as an audit hook
+(event ``open``) for the whole session by ``tests/conftest.py``; every path opened under the
+repository's parent folder but outside the repository is recorded, and the session fails listing
+them. Paths elsewhere (temporary directories, ``/proc``, the interpreter and its site-packages,
+caches, and the dot files and folders of the home directory, such as ``~/.pdbrc`` or
+``~/.netrc``) are fine, even when they sit under the parent folder (a clone in ``~/kitobs``).
+Example::
 
     confinement = Confinement.for_repository(Path("/src/kitobs"))
     confinement.install()
