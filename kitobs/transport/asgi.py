@@ -63,7 +63,6 @@ from kitobs.endpoint.context import (
     from_fields,
     held,
 )
-from kitobs.errors import ConfigError
 from kitobs.transport.http import (
     DEFAULT_EXCLUDE_PATHS,
     BadRequest,
@@ -71,6 +70,7 @@ from kitobs.transport.http import (
     ServerInstruments,
     Tracer,
     decode_json_body,
+    server_timeout,
 )
 from kitobs.transport.http import exclude_paths as _exclude_paths
 from kitobs.transport.wsgi import Response, default_error_encoder
@@ -174,16 +174,6 @@ class _ScopeMetadata(Mapping[str, str]):
         return len(self._headers())
 
 
-def _checked_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and not timeout > 0:
-        raise ConfigError(
-            "a server timeout must be a positive number of seconds",
-            value=timeout,
-            allowed="a number > 0, or None for no deadline",
-        )
-    return timeout
-
-
 def _built_context(scope: Scope) -> RequestContext:
     # A Pending's build: the request's context, made once and kept in the scope. setdefault
     # keeps the first of two threads that build it at once, so both get the same object. A
@@ -277,7 +267,7 @@ class Middleware:
         self._instruments = ServerInstruments(metrics, tracer, logger)
         self._route_getter = route_getter or route_from_scope
         self._traced = tracer is not None
-        self._timeout = _checked_timeout(timeout)
+        self._timeout = server_timeout(timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path", "") in self._excluded:
@@ -404,7 +394,7 @@ class Server:
         self._error_encoder = error_encoder
         self._finalizers = tuple(finalizers)
         self._route = route
-        self._timeout = _checked_timeout(timeout)
+        self._timeout = server_timeout(timeout)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -59,6 +59,7 @@ __all__ = [
     # Server options
     "DEFAULT_EXCLUDE_PATHS",
     "exclude_paths",
+    "server_timeout",
     "AccessLog",
     # Instruments
     "Tracer",
@@ -147,6 +148,21 @@ def error_type(exc: BaseException | None, code: int = 0) -> str:
     if code >= 500:
         return _STATUS.get(code, _OTHER)
     return ""
+
+
+def server_timeout(timeout: float | None) -> float | None:
+    """server_timeout checks a server's per-request deadline in seconds, e.g. ``5.0``; None: none.
+
+    Raises:
+        ConfigError: *timeout* is not a positive number.
+    """
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(
+            "a server timeout must be a positive number of seconds",
+            value=timeout,
+            allowed="a number > 0, or None for no deadline",
+        )
+    return timeout
 
 
 def exclude_paths(paths: Iterable[str]) -> frozenset[str]:

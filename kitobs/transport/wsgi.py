@@ -65,6 +65,7 @@ from kitobs.transport.http import (
     ServerInstruments,
     Tracer,
     decode_json_body,
+    server_timeout,
 )
 from kitobs.transport.http import exclude_paths as _exclude_paths
 
@@ -211,7 +212,7 @@ class Middleware:
         self._instruments = ServerInstruments(metrics, tracer, logger)
         self._route_getter = route_getter or _route_from_environ
         self._traced = tracer is not None
-        self._timeout = _checked_timeout(timeout)
+        self._timeout = server_timeout(timeout)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") in self._excluded:
@@ -243,16 +244,6 @@ class Middleware:
             # runs: the server may close the body in a context of its own.
             self._instruments.release(call)
         return recorder
-
-
-def _checked_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and not timeout > 0:
-        raise ConfigError(
-            "a server timeout must be a positive number of seconds",
-            value=timeout,
-            allowed="a number > 0, or None for no deadline",
-        )
-    return timeout
 
 
 def _built_context(environ: Environ) -> RequestContext:
@@ -389,7 +380,7 @@ class Server:
         self._error_encoder = error_encoder
         self._finalizers = tuple(finalizers)
         self._route = route
-        self._timeout = _checked_timeout(timeout)
+        self._timeout = server_timeout(timeout)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if self._route is not None:
