@@ -68,6 +68,7 @@ __all__ = [
     "BACKGROUND",
     "Cancellation",
     "DeadlineExceeded",
+    "LazyMetadata",
     "Metadata",
     "NO_VALUES",
     "Pending",
@@ -165,6 +166,42 @@ class Metadata(Mapping[str, str]):
 
 
 _NO_METADATA: Mapping[str, str] = Metadata()
+
+
+class LazyMetadata(Mapping[str, str]):
+    """LazyMetadata is `Metadata` decoded on first read, e.g. a request's headers.
+
+    A transport subclasses it with ``__init__`` keeping its source and `pairs` reading the
+    ``(name, value)`` pairs from it: most requests never read their metadata, so they never pay
+    for decoding it.
+    """
+
+    __slots__ = ("_decoded",)
+
+    _decoded: Metadata | None
+
+    def pairs(self) -> Iterable[tuple[str, str]]:
+        """pairs gives the ``(name, value)`` pairs, read once, on the first look-up."""
+        raise NotImplementedError
+
+    def _items(self) -> Metadata:
+        decoded = self._decoded
+        if decoded is None:
+            decoded = self._decoded = Metadata(self.pairs())
+        return decoded
+
+    def __getitem__(self, name: str) -> str:
+        return self._items()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """get returns header *name* (any case) or *default*, e.g. ``get("authorization")``."""
+        return self._items().get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
 
 
 class _Never(Cancellation):

@@ -43,8 +43,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
-    Mapping,
     MutableMapping,
     Sequence,
 )
@@ -55,7 +53,7 @@ from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
 from kitobs.endpoint.context import (
     NO_VALUES,
     Cancellation,
-    Metadata,
+    LazyMetadata,
     Pending,
     RequestContext,
     attach,
@@ -144,34 +142,19 @@ def route_from_scope(scope: Scope) -> str | None:
     return route
 
 
-class _ScopeMetadata(Mapping[str, str]):
+class _ScopeMetadata(LazyMetadata):
     # The request headers as context metadata, decoded only when someone reads them.
-    __slots__ = ("_decoded", "_scope")
+    __slots__ = ("_scope",)
 
     def __init__(self, scope: Scope) -> None:
         self._scope = scope
-        self._decoded: Metadata | None = None
+        self._decoded = None
 
-    def _headers(self) -> Metadata:
-        decoded = self._decoded
-        if decoded is None:
-            decoded = self._decoded = Metadata(
-                (name.decode("latin-1"), value.decode("latin-1"))
-                for name, value in self._scope.get("headers", ())
-            )
-        return decoded
-
-    def __getitem__(self, name: str) -> str:
-        return self._headers()[name]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._headers().get(name, default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._headers())
-
-    def __len__(self) -> int:
-        return len(self._headers())
+    def pairs(self) -> Iterable[tuple[str, str]]:
+        return (
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in self._scope.get("headers", ())
+        )
 
 
 def _built_context(scope: Scope) -> RequestContext:

@@ -73,7 +73,7 @@ import contextlib
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import fields, is_dataclass
 from types import TracebackType
@@ -87,7 +87,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from kitobs.contract import RPC_CLIENT_CALL_DURATION, RPC_SERVER_CALL_DURATION, otel_attribute
 from kitobs.endpoint import Endpoint, is_async
-from kitobs.endpoint.context import Cancellation, Metadata, RequestContext, attach, detach
+from kitobs.endpoint.context import (
+    Cancellation,
+    LazyMetadata,
+    RequestContext,
+    attach,
+    detach,
+)
 from kitobs.endpoint.context import current as _current_context
 
 if TYPE_CHECKING:
@@ -391,36 +397,22 @@ def _client_error_type(code: grpc.StatusCode, exc: BaseException | None) -> str:
 _NO_DEADLINE = 1e9
 
 
-class _CallMetadata(Mapping[str, str]):
+class _CallMetadata(LazyMetadata):
     """_CallMetadata is a call's invocation metadata as context metadata, decoded on first read."""
 
-    __slots__ = ("_context", "_decoded")
+    __slots__ = ("_context",)
 
     def __init__(self, context: Any) -> None:
         self._context = context
-        self._decoded: Metadata | None = None
+        self._decoded = None
 
-    def _items(self) -> Metadata:
-        decoded = self._decoded
-        if decoded is None:
-            decoded = self._decoded = Metadata(
-                (key, value)
-                for key, value in (self._context.invocation_metadata() or ())
-                if isinstance(value, str)
-            )
-        return decoded
-
-    def __getitem__(self, name: str) -> str:
-        return self._items()[name]
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._items().get(name, default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items())
-
-    def __len__(self) -> int:
-        return len(self._items())
+    def pairs(self) -> Iterable[tuple[str, str]]:
+        # Binary (-bin) entries carry bytes: they are left out.
+        return (
+            (key, value)
+            for key, value in (self._context.invocation_metadata() or ())
+            if isinstance(value, str)
+        )
 
 
 def _request_context(context: Any, aio: bool) -> RequestContext:
