@@ -44,6 +44,8 @@ __all__ = [
     "SUCCESS",
     "BUSINESS_ERROR",
     "EXCEPTION",
+    "RequestError",
+    "exception_outcome",
 ]
 
 Endpoint = Callable[[Any], Any]
@@ -58,6 +60,52 @@ BUSINESS_ERROR = "business_error"
 EXCEPTION = "exception"
 
 _S = TypeVar("_S")
+
+
+class RequestError(Exception):
+    """RequestError is a request refused on purpose, e.g. by an auth, rate-limit or breaker check.
+
+    It is not a kitobs failure (those are `kitobs.errors.KitobsError`, raised only while building):
+    it is an error an endpoint raises to its caller, carrying how each transport answers it. The
+    WSGI and ASGI servers, the framework integrations and the gRPC server map it to its
+    *status_code* with its *headers* (``401`` with ``WWW-Authenticate``, ``429`` with
+    ``Retry-After``, ``503``), or to its gRPC status name (``"UNAUTHENTICATED"``). Middlewares and
+    `kitobs.instrument` record the call under the class's ``outcome`` label value instead of
+    ``"exception"``.
+
+    Subclasses set the class attributes; an instance may override *headers*::
+
+        >>> class Limited(RequestError):
+        ...     status_code = 429
+        ...     grpc_status = "RESOURCE_EXHAUSTED"
+        ...     outcome = "limited"
+        >>> err = Limited("too many requests", headers={"Retry-After": "1"})
+        >>> err.status_code, err.headers["Retry-After"], err.outcome
+        (429, '1', 'limited')
+    """
+
+    #: HTTP status the server transports answer with.
+    status_code: int = 400
+    #: Name of the `grpc.StatusCode` the gRPC server answers with.
+    grpc_status: str = "FAILED_PRECONDITION"
+    #: The ``outcome`` label value of ``kitobs_endpoint_duration_seconds`` for a refused call.
+    outcome: str = "rejected"
+
+    def __init__(self, message: str = "", *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers: dict[str, str] = dict(headers) if headers else {}
+
+
+def exception_outcome(exc: BaseException) -> str:
+    """exception_outcome is the outcome of a call that raised *exc*, e.g. ``"exception"``.
+
+    A `RequestError` is recorded under its own ``outcome`` (``"limited"``, ``"rejected"``, ...).
+    """
+    if isinstance(exc, RequestError):
+        kind = exc.outcome
+        return kind if isinstance(kind, str) else EXCEPTION
+    return EXCEPTION
 
 
 class Failer(Protocol):
@@ -84,10 +132,11 @@ def chain(outer: Middleware, *others: Middleware) -> Middleware:
 def outcome(response: Any, exc: BaseException | None) -> tuple[str, BaseException | None]:
     """outcome classifies a call, e.g. ``("business_error", err)`` for a failed `Failer` response.
 
-    Returns ``(SUCCESS, None)``, ``(BUSINESS_ERROR, err)`` or ``(EXCEPTION, exc)``.
+    Returns ``(SUCCESS, None)``, ``(BUSINESS_ERROR, err)`` or ``(EXCEPTION, exc)``; a raised
+    `RequestError` gives its own outcome (see `exception_outcome`).
     """
     if exc is not None:
-        return EXCEPTION, exc
+        return exception_outcome(exc), exc
     failed = getattr(response, "failed", None)
     if failed is not None and callable(failed):
         try:

@@ -63,6 +63,7 @@ from kitobs.endpoint import (
     Endpoint,
     Middleware,
     _copy_name,
+    exception_outcome,
     is_async,
     name_of,
     outcome,
@@ -97,6 +98,7 @@ class _Recorder:
     __slots__ = (
         "business",
         "done",
+        "duration",
         "error",
         "exception",
         "name",
@@ -109,6 +111,7 @@ class _Recorder:
     def __init__(self, kit: Kit, name: str, site_of: Callable[..., Any]) -> None:
         # Declared first: a provider that cannot declare the metric fails the build here.
         duration = kit.metrics.declare(contract.ENDPOINT_DURATION)
+        self.duration = duration
         self.success = duration.labels(name, SUCCESS).observe
         self.business = duration.labels(name, BUSINESS_ERROR).observe
         self.exception = duration.labels(name, EXCEPTION).observe
@@ -120,12 +123,17 @@ class _Recorder:
     def raised(self, span: Span, elapsed: float, exc: BaseException) -> None:
         # The span itself records the exception when it exits; here the rest, each step on its
         # own so that one failing does not skip the others.
+        kind = exception_outcome(exc)
         with contextlib.suppress(Exception):
-            span.set_attribute(_OUTCOME, EXCEPTION)
+            span.set_attribute(_OUTCOME, kind)
         with contextlib.suppress(Exception):
-            self.exception(elapsed)
+            if kind is EXCEPTION:
+                self.exception(elapsed)
+            else:  # a `kitobs.endpoint.RequestError`: refused on purpose, its own outcome
+                self.duration.labels(self.name, kind).observe(elapsed)
         with contextlib.suppress(Exception):
-            self.error("duration", elapsed, "outcome", EXCEPTION, "error", _error_text(exc))
+            emit = self.error if kind is EXCEPTION else self.ok
+            emit("duration", elapsed, "outcome", kind, "error", _error_text(exc))
 
     def ended(self, span: Span, begin: int, exc: BaseException | None) -> None:
         # The end of a generator's iteration: recorded while the span is current (so the log

@@ -28,7 +28,9 @@ from kitobs.endpoint import (
     SUCCESS,
     Endpoint,
     Middleware,
+    RequestError,
     around,
+    exception_outcome,
     name_of,
     outcome,
 )
@@ -43,9 +45,11 @@ _perf_counter = time.perf_counter
 
 class _Observe:
     # The finish step of `around`, with the endpoint's three children bound once.
-    __slots__ = ("_business", "_exception", "_success")
+    __slots__ = ("_business", "_duration", "_exception", "_name", "_success")
 
     def __init__(self, duration: Histogram, name: str) -> None:
+        self._duration = duration
+        self._name = name
         self._success = duration.labels(name, SUCCESS)
         self._business = duration.labels(name, BUSINESS_ERROR)
         self._exception = duration.labels(name, EXCEPTION)
@@ -53,7 +57,10 @@ class _Observe:
     def __call__(self, begin: float, response: Any, exc: BaseException | None) -> None:
         elapsed = _perf_counter() - begin
         if exc is not None:
-            self._exception.observe(elapsed)
+            if isinstance(exc, RequestError):  # refused on purpose: its own outcome
+                self._duration.labels(self._name, exception_outcome(exc)).observe(elapsed)
+            else:
+                self._exception.observe(elapsed)
         elif getattr(response, "failed", None) is None or outcome(response, None)[0] == SUCCESS:
             self._success.observe(elapsed)
         else:

@@ -26,11 +26,11 @@ from opentelemetry.trace import SpanKind
 from kitobs.endpoint import (
     _PLAIN,
     BUSINESS_ERROR,
-    EXCEPTION,
     SUCCESS,
     Endpoint,
     Middleware,
     _copy_name,
+    exception_outcome,
     is_async,
     name_of,
     outcome,
@@ -77,8 +77,8 @@ def tracing_middleware(
                 with start(span_name) if internal else start(span_name, kind=kind) as span:
                     try:
                         response = await endpoint(request)
-                    except BaseException:
-                        span.set_attribute(_OUTCOME, EXCEPTION)
+                    except BaseException as exc:
+                        span.set_attribute(_OUTCOME, exception_outcome(exc))
                         raise  # the span's __exit__ records it: ERROR and an exception event
                     _mark(span, outcome(response, None)[1])
                 return response
@@ -91,8 +91,8 @@ def tracing_middleware(
             with start(span_name) if internal else start(span_name, kind=kind) as span:
                 try:
                     response = endpoint(request)
-                except BaseException:
-                    span.set_attribute(_OUTCOME, EXCEPTION)
+                except BaseException as exc:
+                    span.set_attribute(_OUTCOME, exception_outcome(exc))
                     raise  # the span's __exit__ records it: ERROR and an exception event
                 if response is None or type(response) in _PLAIN:
                     span.set_attribute(_OUTCOME, SUCCESS)
