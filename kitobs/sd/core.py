@@ -1,0 +1,78 @@
+"""Core discovery types: the Instance, a static Instancer and a round-robin balancer."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["Instance", "RoundRobin", "StaticInstancer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One discovered instance: where it listens and what discovery said about it.
+
+    Example: ``Instance("10.0.0.5", 8080, weight=10, tags=("blue",))``.
+    """
+
+    address: str
+    port: int
+    priority: int = 0
+    weight: int = 1
+    tags: tuple[str, ...] = ()
+    raw: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.address:
+            raise ValueError("Instance address is empty: pass a host name or IP address")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"Instance port {self.port} is out of range: use 1 to 65535")
+
+
+T = TypeVar("T")
+
+Listener = Callable[[frozenset[Instance] | Exception], None]
+
+
+class StaticInstancer:
+    """An Instancer over a fixed set of instances; a new listener gets the set at once."""
+
+    def __init__(self, instances: Iterable[Instance]) -> None:
+        self._instances = frozenset(instances)
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    def register(self, listener: Listener) -> None:
+        """Add ``listener`` and hand it the current complete set."""
+        with self._lock:
+            self._listeners.append(listener)
+        listener(self._instances)
+
+    def deregister(self, listener: Listener) -> None:
+        """Remove ``listener``; unknown listeners are ignored."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def stop(self) -> None:
+        """Drop every listener."""
+        with self._lock:
+            self._listeners.clear()
+
+
+class RoundRobin(Generic[T]):
+    """Hands out the items of a snapshot in turn; raises LookupError when it is empty."""
+
+    def __init__(self, snapshot: Callable[[], list[T]]) -> None:
+        self._snapshot = snapshot
+        self._counter = itertools.count()
+
+    def choose(self) -> T:
+        """Return the next item of the current snapshot."""
+        items = self._snapshot()
+        if not items:
+            raise LookupError("no endpoints available")
+        return items[next(self._counter) % len(items)]
