@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["Instance", "RoundRobin", "StaticInstancer"]
+__all__ = ["Endpointer", "Instance", "RoundRobin", "StaticInstancer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +77,53 @@ class RoundRobin(Generic[T]):
         if not items:
             raise LookupError("no endpoints available")
         return items[next(self._counter) % len(items)]
+
+
+class Endpointer(Generic[T]):
+    """Turns an Instancer's sets into endpoints through ``factory``.
+
+    Endpoints of surviving instances are kept, those of vanished instances are closed, and on an
+    error the last good set keeps serving. ``endpoints()`` is a cheap snapshot read.
+    """
+
+    def __init__(
+        self,
+        instancer: StaticInstancer,
+        factory: Callable[[Instance], tuple[T, Callable[[], None]]],
+    ) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._built: dict[Instance, tuple[T, Callable[[], None]]] = {}
+        self._snapshot: list[T] = []
+        self.factory_errors = 0
+        self._instancer = instancer
+        instancer.register(self._update)
+
+    def _update(self, event: frozenset[Instance] | Exception) -> None:
+        if isinstance(event, Exception):
+            return  # keep serving the last good set
+        with self._lock:
+            built: dict[Instance, tuple[T, Callable[[], None]]] = {}
+            for instance in sorted(event, key=lambda i: (i.address, i.port)):
+                if instance in self._built:
+                    built[instance] = self._built[instance]
+                    continue
+                try:
+                    built[instance] = self._factory(instance)
+                except Exception:
+                    self.factory_errors += 1
+            vanished = [pair for inst, pair in self._built.items() if inst not in built]
+            self._built = built
+            self._snapshot = [endpoint for endpoint, _ in built.values()]
+        for _, close in vanished:
+            with contextlib.suppress(Exception):  # a failing closer must not stop the update
+                close()
+
+    def endpoints(self) -> list[T]:
+        """Return the current endpoints (a snapshot list; do not mutate it)."""
+        return self._snapshot
+
+    def close(self) -> None:
+        """Stop listening and close every endpoint."""
+        self._instancer.deregister(self._update)
+        self._update(frozenset())

@@ -1,6 +1,6 @@
 import pytest
 
-from kitobs.sd import Instance, RoundRobin, StaticInstancer
+from kitobs.sd import Endpointer, Instance, RoundRobin, StaticInstancer
 
 
 def test_instance_rejects_bad_port() -> None:
@@ -22,3 +22,24 @@ def test_round_robin_cycles_and_fails_when_empty() -> None:
     items.clear()
     with pytest.raises(LookupError):
         balancer.choose()
+
+
+def test_endpointer_keeps_survivors_and_closes_vanished() -> None:
+    closed: list[int] = []
+    built: list[int] = []
+
+    def factory(instance: Instance) -> tuple[int, object]:
+        built.append(instance.port)
+        return instance.port, lambda: closed.append(instance.port)
+
+    instancer = StaticInstancer([Instance("127.0.0.1", 1), Instance("127.0.0.1", 2)])
+    endpointer = Endpointer(instancer, factory)  # type: ignore[arg-type]
+    assert endpointer.endpoints() == [1, 2]
+    endpointer._update(frozenset({Instance("127.0.0.1", 2), Instance("127.0.0.1", 3)}))
+    assert endpointer.endpoints() == [2, 3]
+    assert built == [1, 2, 3]
+    assert closed == [1]
+    endpointer._update(RuntimeError("lost"))
+    assert endpointer.endpoints() == [2, 3]
+    endpointer.close()
+    assert sorted(closed) == [1, 2, 3]
