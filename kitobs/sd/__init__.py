@@ -1,5 +1,5 @@
 """Service discovery: instances, instancers and balancers (go-kit's ``sd`` model)."""
 
-from kitobs.sd.core import Endpointer, Instance, RoundRobin, StaticInstancer
+from kitobs.sd.core import Endpointer, Instance, RetryError, RoundRobin, StaticInstancer, retry
 
-__all__ = ["Endpointer", "Instance", "RoundRobin", "StaticInstancer"]
+__all__ = ["Endpointer", "Instance", "RetryError", "RoundRobin", "StaticInstancer", "retry"]

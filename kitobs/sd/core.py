@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["Endpointer", "Instance", "RoundRobin", "StaticInstancer"]
+__all__ = ["Endpointer", "Instance", "RetryError", "RoundRobin", "StaticInstancer", "retry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,3 +128,42 @@ class Endpointer(Generic[T]):
         """Stop listening and close every endpoint."""
         self._instancer.deregister(self._update)
         self._update(frozenset())
+
+
+class RetryError(Exception):
+    """Every attempt of a retried call failed, or the deadline passed; ``errors`` holds each one."""
+
+    def __init__(self, message: str, errors: list[BaseException]) -> None:
+        super().__init__(f"{message}: " + "; ".join(repr(e) for e in errors))
+        self.errors = errors
+
+
+def retry(
+    balancer: RoundRobin[Callable[[object], object]],
+    max_attempts: int,
+    timeout: float,
+) -> Callable[[object], object]:
+    """Return an endpoint that tries up to ``max_attempts`` endpoints within ``timeout`` seconds.
+
+    Attempts run one after another in the caller's thread; the error raised on failure carries
+    every attempt's error, including the deadline.
+    """
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts is {max_attempts}: allow at least 1 attempt")
+    if timeout <= 0:
+        raise ValueError(f"timeout is {timeout}: give a positive number of seconds")
+
+    def call(request: object) -> object:
+        deadline = time.monotonic() + timeout
+        errors: list[BaseException] = []
+        for _ in range(max_attempts):
+            if time.monotonic() >= deadline:
+                errors.append(TimeoutError(f"deadline of {timeout}s passed"))
+                raise RetryError("retry deadline passed", errors)
+            try:
+                return balancer.choose()(request)
+            except Exception as error:  # each attempt's error is kept for the caller
+                errors.append(error)
+        raise RetryError(f"all {max_attempts} attempts failed", errors)
+
+    return call

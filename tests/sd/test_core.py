@@ -1,6 +1,6 @@
 import pytest
 
-from kitobs.sd import Endpointer, Instance, RoundRobin, StaticInstancer
+from kitobs.sd import Endpointer, Instance, RetryError, RoundRobin, StaticInstancer, retry
 
 
 def test_instance_rejects_bad_port() -> None:
@@ -43,3 +43,16 @@ def test_endpointer_keeps_survivors_and_closes_vanished() -> None:
     assert endpointer.endpoints() == [2, 3]
     endpointer.close()
     assert sorted(closed) == [1, 2, 3]
+
+
+def test_retry_carries_every_attempt_error_and_succeeds_on_a_later_one() -> None:
+    def failing(request: object) -> object:
+        raise ConnectionError(f"refused {request}")
+
+    endpoints = [failing, failing, lambda request: f"ok {request}"]
+    call = retry(RoundRobin(lambda: endpoints), max_attempts=3, timeout=5.0)
+    assert call("x") == "ok x"
+    endpoints.pop()
+    with pytest.raises(RetryError) as raised:
+        call("y")
+    assert [type(e) for e in raised.value.errors] == [ConnectionError] * 3
