@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["Endpointer", "Instance", "RetryError", "RoundRobin", "StaticInstancer", "retry"]
+__all__ = [
+    "Endpointer",
+    "Instance",
+    "RetryError",
+    "RoundRobin",
+    "StaticInstancer",
+    "WeightedRandom",
+    "retry",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +176,24 @@ def retry(
         raise RetryError(f"all {max_attempts} attempts failed", errors)
 
     return call
+
+
+class WeightedRandom(Generic[T]):
+    """Picks an item of a snapshot of ``(item, weight)`` pairs at random, in proportion to weight.
+
+    Weights below 1 count as 1 so that an instance discovery gave weight 0 still gets a little load.
+    """
+
+    def __init__(
+        self, snapshot: Callable[[], list[tuple[T, int]]], seed: int | None = None
+    ) -> None:
+        self._snapshot = snapshot
+        self._random = random.Random(seed)
+
+    def choose(self) -> T:
+        """Return one item of the current snapshot, drawn by weight."""
+        pairs = self._snapshot()
+        if not pairs:
+            raise LookupError("no endpoints available")
+        weights = [max(weight, 1) for _, weight in pairs]
+        return self._random.choices([item for item, _ in pairs], weights)[0]

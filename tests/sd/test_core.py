@@ -1,6 +1,14 @@
 import pytest
 
-from kitobs.sd import Endpointer, Instance, RetryError, RoundRobin, StaticInstancer, retry
+from kitobs.sd import (
+    Endpointer,
+    Instance,
+    RetryError,
+    RoundRobin,
+    StaticInstancer,
+    WeightedRandom,
+    retry,
+)
 
 
 def test_instance_rejects_bad_port() -> None:
@@ -56,3 +64,9 @@ def test_retry_carries_every_attempt_error_and_succeeds_on_a_later_one() -> None
     with pytest.raises(RetryError) as raised:
         call("y")
     assert [type(e) for e in raised.value.errors] == [ConnectionError] * 3
+
+
+def test_weighted_random_follows_weights() -> None:
+    balancer = WeightedRandom(lambda: [("heavy", 9), ("light", 1)], seed=7)
+    picks = [balancer.choose() for _ in range(2000)]
+    assert 0.8 < picks.count("heavy") / len(picks) < 0.97
