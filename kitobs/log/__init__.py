@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import IO, Protocol
 
-from kitobs.config import LogSettings
+from kitobs.config import LogSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.log import json as _json
 from kitobs.log import logfmt as _logfmt
@@ -161,7 +161,12 @@ def new(
     """
     codec = _CODECS.get(format)
     if codec is None:
-        raise ConfigError("is not a log format", key="log.format", value=format, allowed=_CODECS)
+        raise ConfigError(
+            "is not a log format",
+            key=key_name(LogSettings, "format"),
+            value=format,
+            allowed=_CODECS,
+        )
     redacted = (
         _redact.Rule(redact_keys, extra=redact_extra_keys, allow=redact_allow_keys)
         if redact

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, cast
 
+from kitobs.config import LogSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.log.level import LEVELS, enabled, parse_level
 from kitobs.redact import Rule
@@ -197,7 +198,7 @@ def _stamper(time_format: str, open_: str, key: str, codec: Codec) -> Callable[[
     else:
         raise ConfigError(
             "is not a time format",
-            key="log.time_format",
+            key=key_name(LogSettings, "time_format"),
             value=time_format,
             allowed=("rfc3339_micro", "rfc3339", "unix", "unix_ms", "none"),
         )

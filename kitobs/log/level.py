@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+from kitobs.config import LogSettings, key_name
 from kitobs.errors import ConfigError
 
 __all__ = ["DEBUG", "INFO", "WARN", "ERROR", "LEVELS", "enabled", "parse_level"]
@@ -44,7 +45,9 @@ def parse_level(text: str) -> str:
             return name
         if name in _ALIASES:
             return _ALIASES[name]
-    raise ConfigError("is not a log level", key="log.level", value=text, allowed=LEVELS)
+    raise ConfigError(
+        "is not a log level", key=key_name(LogSettings, "level"), value=text, allowed=LEVELS
+    )
 
 
 def enabled(minimum: str, level: str) -> bool:

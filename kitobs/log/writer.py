@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
 
 from kitobs import _exit, _fork
+from kitobs.config import LogSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.log._core import ErrorHandler, Writer
 
@@ -292,7 +293,11 @@ class NonBlockingWriter:
         timeout: float = 5.0,
     ):
         if not isinstance(queue_size, int) or queue_size < 1:
-            raise ConfigError("must be a positive integer", key="log.queue_size", value=queue_size)
+            raise ConfigError(
+                "must be a positive integer",
+                key=key_name(LogSettings, "queue_size"),
+                value=queue_size,
+            )
         self._inner = inner
         self._max = queue_size
         self._counter = dropped
@@ -440,7 +445,7 @@ def open_output(
             if not output:
                 raise ConfigError(
                     "must name an output",
-                    key="log.output",
+                    key=key_name(LogSettings, "output"),
                     value=output,
                     allowed="stderr, stdout or a file path",
                 )
@@ -450,7 +455,7 @@ def open_output(
             except OSError as err:
                 raise ConfigError(
                     f"cannot open the log file: {err.strerror}",
-                    key="log.output",
+                    key=key_name(LogSettings, "output"),
                     value=output,
                     allowed="stderr, stdout or a writable file path",
                 ) from None

@@ -31,7 +31,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
-from kitobs.config import DURATION_BUCKETS, MetricsSettings, key_name
+from kitobs.config import DURATION_BUCKETS, MetricsSettings, ServiceSettings, key_name
 from kitobs.contract import (
     LABEL_SETS_FOLDED,
     PROCESS_FAMILIES,
@@ -653,7 +653,9 @@ class Core:
             check_label_name("[service] labels", name)
             if not isinstance(value, str):
                 raise ConfigError(
-                    f"common label {name!r} must be a string", key="service.labels", value=value
+                    f"common label {name!r} must be a string",
+                    key=key_name(ServiceSettings, "labels"),
+                    value=value,
                 )
         self.common: tuple[tuple[str, str], ...] = tuple(sorted(common.items()))
         self.common_names: tuple[str, ...] = tuple(n for n, _ in self.common)
@@ -700,7 +702,7 @@ class Core:
                 raise ConfigError(
                     f"metric {decl.name!r}: label(s) {sorted(clash)} are also common labels "
                     f"from [service] labels",
-                    key="service.labels",
+                    key=key_name(ServiceSettings, "labels"),
                 )
             metric = make(decl)
             self._metrics[decl.name] = (decl, metric)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from opentelemetry.trace import Link
 
 from kitobs import _exit, _fork
+from kitobs.config import TracingSettings, ZipkinSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.redact import Rule
 
@@ -140,16 +141,18 @@ class BatchProcessor:
         redact: Rule | None = _DEFAULT_RULE,
     ) -> None:
         for key, value in (
-            ("tracing.batch_size", batch_size),
-            ("tracing.queue_size", queue_size),
-            ("tracing.flush_interval", flush_interval),
-            ("tracing.zipkin.timeout", export_timeout),
+            (key_name(TracingSettings, "batch_size"), batch_size),
+            (key_name(TracingSettings, "queue_size"), queue_size),
+            (key_name(TracingSettings, "flush_interval"), flush_interval),
+            (key_name(ZipkinSettings, "timeout"), export_timeout),
         ):
             if not value > 0:
                 raise ConfigError("must be positive", key=key, value=value)
         if shutdown_timeout < 0:
             raise ConfigError(
-                "must not be negative", key="tracing.shutdown_timeout", value=shutdown_timeout
+                "must not be negative",
+                key=key_name(TracingSettings, "shutdown_timeout"),
+                value=shutdown_timeout,
             )
         self._exporter = exporter
         self._batch_size = batch_size

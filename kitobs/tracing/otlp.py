@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 from opentelemetry.trace.status import Status
 
 from kitobs import __version__
+from kitobs.config import OtlpSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.tracing._span import Span
 
@@ -108,12 +109,14 @@ class Exporter(SdkExporter):
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(
                 "must be an http or https URL",
-                key="tracing.otlp.endpoint",
+                key=key_name(OtlpSettings, "endpoint"),
                 value=endpoint,
                 allowed="a URL such as http://127.0.0.1:4318/v1/traces",
             )
         if not timeout > 0:
-            raise ConfigError("must be positive", key="tracing.otlp.timeout", value=timeout)
+            raise ConfigError(
+                "must be positive", key=key_name(OtlpSettings, "timeout"), value=timeout
+            )
         super().__init__(
             OTLPSpanExporter(endpoint=endpoint, timeout=timeout), service_name=service_name
         )

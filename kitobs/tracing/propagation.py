@@ -37,6 +37,7 @@ from opentelemetry.context.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from kitobs._otel_context import SPAN_KEY
+from kitobs.config import TracingSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.tracing._span import span_ids
 
@@ -254,7 +255,7 @@ def from_names(names: Iterable[str]) -> tuple[Propagator, ...]:
         if len(wanted) > 1:
             raise ConfigError(
                 "'none' cannot be combined with other propagators",
-                key="tracing.propagators",
+                key=key_name(TracingSettings, "propagators"),
                 value=",".join(wanted),
                 allowed=NAMES,
             )
@@ -271,7 +272,10 @@ def from_names(names: Iterable[str]) -> tuple[Propagator, ...]:
             out.append(B3Multi())
         else:
             raise ConfigError(
-                "unknown propagator", key="tracing.propagators", value=name, allowed=NAMES
+                "unknown propagator",
+                key=key_name(TracingSettings, "propagators"),
+                value=name,
+                allowed=NAMES,
             )
     return tuple(out)
 

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+from kitobs.config import TracingSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.tracing._api import Sampler
 
@@ -76,7 +77,7 @@ class TraceIdRatio:
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(
                 "sampler ratio is out of range",
-                key="tracing.sampler_arg",
+                key=key_name(TracingSettings, "sampler_arg"),
                 value=ratio,
                 allowed="a value from 0 to 1",
             )
@@ -128,4 +129,6 @@ def from_name(name: str, arg: float = 1.0) -> Sampler:
         return ParentBased(AlwaysOff())
     if key == "parentbased_traceidratio":
         return ParentBased(TraceIdRatio(arg))
-    raise ConfigError("unknown sampler", key="tracing.sampler", value=name, allowed=NAMES)
+    raise ConfigError(
+        "unknown sampler", key=key_name(TracingSettings, "sampler"), value=name, allowed=NAMES
+    )

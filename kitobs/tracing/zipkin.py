@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.status import StatusCode
 
+from kitobs.config import ZipkinSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.redact import Rule
 from kitobs.tracing._span import Span
@@ -254,12 +255,14 @@ class Exporter:
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(
                 "must be an http or https URL",
-                key="tracing.zipkin.endpoint",
+                key=key_name(ZipkinSettings, "endpoint"),
                 value=endpoint,
                 allowed="a URL such as http://127.0.0.1:9411/api/v2/spans",
             )
         if not timeout > 0:
-            raise ConfigError("must be positive", key="tracing.zipkin.timeout", value=timeout)
+            raise ConfigError(
+                "must be positive", key=key_name(ZipkinSettings, "timeout"), value=timeout
+            )
         self.endpoint = endpoint
         self.service_name = service_name
         self.timeout = timeout

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kitobs import contract
-from kitobs.config import DEFAULT_EXCLUDE_PATHS
+from kitobs.config import DEFAULT_EXCLUDE_PATHS, HttpTransportSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.log import redact
 
@@ -182,7 +182,7 @@ def exclude_paths(paths: Iterable[str]) -> frozenset[str]:
         if not isinstance(path, str) or not path.startswith("/"):
             raise ConfigError(
                 "is not a request path",
-                key="transport.http.exclude_paths",
+                key=key_name(HttpTransportSettings, "exclude_paths"),
                 value=path,
                 allowed="paths starting with /, e.g. /metrics",
             )
