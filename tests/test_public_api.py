@@ -75,6 +75,10 @@ MOVED = [
     ("kitobs.contract", "kitobs.metrics.naming", "prometheus_name"),
     ("kitobs.contract", "kitobs.metrics.naming", "statsd_name"),
     ("kitobs.contract", "kitobs.metrics", "MetricSpec"),
+    ("kitobs.contract", "kitobs.metrics.selfmetrics", "TELEMETRY_DROPPED"),
+    ("kitobs.contract", "kitobs.metrics.selfmetrics", "LABEL_SETS_FOLDED"),
+    ("kitobs.contract", "kitobs.metrics.selfmetrics", "RECORD_DROP_REASONS"),
+    ("kitobs.contract", "kitobs.metrics.selfmetrics", "PROCESS_FAMILIES"),
 ]
 
 

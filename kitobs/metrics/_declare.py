@@ -32,12 +32,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, cast
 
 from kitobs.config import DURATION_BUCKETS, MetricsSettings, ServiceSettings, key_name
-from kitobs.contract import (
-    LABEL_SETS_FOLDED,
-    PROCESS_FAMILIES,
-    RECORD_DROP_REASONS,
-    TELEMETRY_DROPPED,
-)
 from kitobs.contract import otel_name as _otel_name
 from kitobs.errors import ConfigError, DuplicateMetricError
 from kitobs.metrics.naming import (
@@ -46,6 +40,12 @@ from kitobs.metrics.naming import (
     check_label_name,
     prometheus_name,
     statsd_name,
+)
+from kitobs.metrics.selfmetrics import (
+    LABEL_SETS_FOLDED,
+    PROCESS_FAMILIES,
+    RECORD_DROP_REASONS,
+    TELEMETRY_DROPPED,
 )
 
 if TYPE_CHECKING:

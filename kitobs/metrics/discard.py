@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kitobs.contract import TELEMETRY_DROPPED
 from kitobs.metrics._declare import (
     Bound,
     Core,
@@ -23,6 +22,7 @@ from kitobs.metrics._declare import (
     GaugeFamily,
     HistogramFamily,
 )
+from kitobs.metrics.selfmetrics import TELEMETRY_DROPPED
 
 if TYPE_CHECKING:
     from kitobs.config import Settings

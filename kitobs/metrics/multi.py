@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from kitobs.contract import LABEL_SETS_FOLDED
 from kitobs.metrics._declare import (
     Bound,
     Core,
@@ -32,6 +31,7 @@ from kitobs.metrics._declare import (
     declaration,
     from_spec,
 )
+from kitobs.metrics.selfmetrics import LABEL_SETS_FOLDED
 
 if TYPE_CHECKING:
     from kitobs.metrics import ASGIApp, GaugeCallback, InstrumentT, MetricSpec, WSGIApp

@@ -70,7 +70,6 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from kitobs import _exit, _fork
 from kitobs.config import StatsdSettings, key_name
-from kitobs.contract import TELEMETRY_DROPPED
 from kitobs.errors import ConfigError
 from kitobs.metrics._declare import (
     LOCK_FREE,
@@ -87,6 +86,7 @@ from kitobs.metrics._declare import (
 )
 from kitobs.metrics._statsd_sender import TRANSPORTS, Resolver, Sender, pack, parse_address
 from kitobs.metrics.process import Collector as ProcessCollector
+from kitobs.metrics.selfmetrics import TELEMETRY_DROPPED
 
 if TYPE_CHECKING:
     from kitobs.config import Settings
