@@ -530,7 +530,7 @@ class RateLimitSettings:
     them, arguments given in code win.
     """
 
-    rate: float = _key(10.0, "Tokens added per second.", minimum=0.0)
+    rate: float = _key(10.0, "Tokens added per second.", minimum=0.001)
     burst: int = _key(10, "Bucket size: the most calls let through at once.", minimum=1)
     max_keys: int = _key(
         10000,
