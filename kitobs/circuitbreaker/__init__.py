@@ -96,9 +96,7 @@ OPEN = "open"
 _VALUE = contract.BREAKER_STATES
 _FAILURE_KINDS = ("exception", "business", "both")
 # Responses that cannot be a Failer: a call answered with one succeeded, no lookup needed.
-_PLAIN: frozenset[type] = frozenset(
-    (type(None), int, float, str, bytes, bool, dict, list, tuple)
-)
+_PLAIN: frozenset[type] = frozenset((type(None), int, float, str, bytes, bool, dict, list, tuple))
 
 
 class OpenError(RequestError):
