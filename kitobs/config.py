@@ -539,8 +539,8 @@ class RateLimitSettings:
     )
     max_wait: float = _key(
         0.0,
-        "Longest wait of the delaying form, in seconds; 0 waits as long as the request's "
-        "deadline allows (and without a deadline, as long as it takes).",
+        "Longest wait of the delaying form (kitobs.ratelimit.delaying), in seconds; 0 waits as "
+        "long as the request's deadline allows (and without a deadline, as long as it takes).",
         duration=True,
         minimum=0.0,
     )

@@ -20,13 +20,14 @@ pybreaker's own error. pybreaker holds its lock across every call and has no asy
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
 from kitobs import _otel_context, contract
 from kitobs.circuitbreaker import OpenError
-from kitobs.endpoint import Endpoint, Middleware, _copy_name, is_async
+from kitobs.endpoint import Endpoint, Middleware, is_async
 from kitobs.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ def protecting(
                     headers={"Retry-After": str(max(1, int(breaker.reset_timeout)))},
                 ) from err
 
-        _copy_name(protected, endpoint)
+        functools.update_wrapper(protected, endpoint)
         return protected
 
     return middleware

@@ -52,15 +52,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kitobs import contract
-from kitobs.endpoint import Endpoint, Middleware, RequestError, _copy_name, is_async
+from kitobs.endpoint import Endpoint, Middleware, RequestError, around, is_async
 from kitobs.endpoint import context as _context
 from kitobs.errors import ConfigError
 
@@ -249,6 +250,8 @@ class Limiter:
         burst: the bucket size.
         key: a function of the request giving its bucket's key; None: one bucket for all.
         max_keys: buckets kept when keyed; the least recently used is evicted beyond it.
+        max_wait: the `delaying` form's longest wait in seconds, unless it is given one;
+            None: as long as the request's deadline allows.
         kit: where it records; None uses `kitobs.kit.default`, resolved at the first decision.
         clock: a monotonic clock in seconds, e.g. a fake one in tests.
 
@@ -265,6 +268,7 @@ class Limiter:
         "burst",
         "key",
         "max_keys",
+        "max_wait",
         "name",
         "rate",
     )
@@ -277,9 +281,12 @@ class Limiter:
         burst: int,
         key: Callable[[Any], Hashable] | None = None,
         max_keys: int = 10000,
+        max_wait: float | None = None,
         kit: Kit | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if max_wait is not None and not max_wait >= 0.0:
+            raise ConfigError("max_wait must be a number of seconds >= 0", value=max_wait)
         if not isinstance(name, str) or not name:
             raise ConfigError("a limiter needs a non-empty name (its limiter label)", value=name)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
@@ -294,6 +301,7 @@ class Limiter:
         self.rate, self.burst = self._one.rate, burst
         self.key = key
         self.max_keys = max_keys
+        self.max_wait = max_wait
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
@@ -376,34 +384,25 @@ def _limited(admitter: Admitter, retry: int) -> LimitedError:
     )
 
 
+def _nothing(state: None, response: Any, exc: BaseException | None) -> None:
+    pass
+
+
 def erroring(limiter: Admitter) -> Middleware:
     """erroring refuses a call without a token with `LimitedError`, e.g. ``erroring(limiter)``.
 
     go-kit's ``NewErroringLimiter``; works on sync and async endpoints alike.
     """
 
+    admit = limiter.admit
+
+    def start(request: Any) -> None:
+        retry = admit(request)
+        if retry:
+            raise _limited(limiter, retry)
+
     def middleware(endpoint: Endpoint) -> Endpoint:
-        admit = limiter.admit
-        if is_async(endpoint):
-
-            async def limited_async(request: Any) -> Any:
-                retry = admit(request)
-                if retry:
-                    raise _limited(limiter, retry)
-                return await endpoint(request)
-
-            limited_async._kitobs_async = True  # type: ignore[attr-defined]
-            _copy_name(limited_async, endpoint)
-            return limited_async
-
-        def limited(request: Any) -> Any:
-            retry = admit(request)
-            if retry:
-                raise _limited(limiter, retry)
-            return endpoint(request)
-
-        _copy_name(limited, endpoint)
-        return limited
+        return around(endpoint, start, _nothing)
 
     return middleware
 
@@ -412,12 +411,16 @@ def delaying(limiter: Admitter, *, max_wait: float | None = None) -> Middleware:
     """delaying holds a call until its token is due, e.g. ``delaying(limiter, max_wait=0.5)``.
 
     go-kit's ``NewDelayingLimiter``. The wait is bounded by the request's deadline (see
-    `kitobs.endpoint.context`) and by *max_wait* seconds; a call whose token would come later is
+    `kitobs.endpoint.context`) and by *max_wait* seconds (by default the limiter's own
+    ``max_wait``, if it has one); a call whose token would come later is
     refused at once with `LimitedError`, without waiting. An async endpoint's task sleeps; a
     sync one's thread blocks (and stops waiting when the request is cancelled).
     """
     if max_wait is not None and not max_wait >= 0.0:
         raise ConfigError("max_wait must be a number of seconds >= 0", value=max_wait)
+
+    if max_wait is None:
+        max_wait = getattr(limiter, "max_wait", None)
 
     def middleware(endpoint: Endpoint) -> Endpoint:
         reserve = limiter.reserve
@@ -434,7 +437,7 @@ def delaying(limiter: Admitter, *, max_wait: float | None = None) -> Middleware:
                 return await endpoint(request)
 
             delayed_async._kitobs_async = True  # type: ignore[attr-defined]
-            _copy_name(delayed_async, endpoint)
+            functools.update_wrapper(delayed_async, endpoint)
             return delayed_async
 
         def delayed(request: Any) -> Any:
@@ -445,7 +448,7 @@ def delaying(limiter: Admitter, *, max_wait: float | None = None) -> Middleware:
                 _context.current().cancelled.wait(delay)
             return endpoint(request)
 
-        _copy_name(delayed, endpoint)
+        functools.update_wrapper(delayed, endpoint)
         return delayed
 
     return middleware
@@ -474,7 +477,7 @@ def from_value(name: str, field: str | None = None, default: str = "") -> Callab
     def key(request: Any) -> Hashable:
         value: Any = _context.current().values.get(name)
         if field is not None and value is not None:
-            value = value.get(field) if isinstance(value, dict) else getattr(value, field, None)
+            value = value.get(field) if isinstance(value, Mapping) else getattr(value, field, None)
         if value is None:
             return default
         return value if isinstance(value, Hashable) else str(value)
@@ -486,14 +489,18 @@ def from_config(kit: Kit | None, name: str, **overrides: Any) -> Limiter:
     """from_config builds a `Limiter` with the ``[ratelimit]`` settings of *kit*.
 
     E.g. ``from_config(kit, "api")`` or ``from_config(kit, "per_client", key=from_metadata(
-    "x-api-key"))``: keyword arguments of `Limiter` win over the settings (``max_wait`` is the
-    `delaying` form's, read by the caller from ``kit.settings.ratelimit.max_wait``). *kit* None
-    uses `kitobs.kit.default`.
+    "x-api-key"))``: keyword arguments of `Limiter` win over the settings. *kit* None uses
+    `kitobs.kit.default`.
     """
     from kitobs.kit import default
 
     chosen = kit if kit is not None else default()
     s = chosen.settings.ratelimit
-    params: dict[str, Any] = {"rate": s.rate, "burst": s.burst, "max_keys": s.max_keys}
+    params: dict[str, Any] = {
+        "rate": s.rate,
+        "burst": s.burst,
+        "max_keys": s.max_keys,
+        "max_wait": s.max_wait or None,  # 0 in the settings: no bound but the deadline
+    }
     params.update(overrides)
     return Limiter(name, kit=chosen, **params)

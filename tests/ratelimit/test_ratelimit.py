@@ -206,7 +206,18 @@ def test_keys_from_context_values() -> None:
 def test_from_config_reads_the_settings_and_arguments_win() -> None:
     rec = recording(**{"ratelimit.rate": 5.0, "ratelimit.burst": 2})
     limiter = from_config(rec.kit, "api", burst=3)
-    assert (limiter.rate, limiter.burst, limiter.max_keys) == (5.0, 3, 10000)
+    assert (limiter.rate, limiter.burst, limiter.max_keys, limiter.max_wait) == (
+        5.0,
+        3,
+        10000,
+        None,
+    )
+    # The delaying form takes the configured max_wait: a token 0.2 s away is past 0.1 s.
+    waits = from_config(recording(**{"ratelimit.max_wait": 0.1}).kit, "w", rate=5.0, burst=1)
+    endpoint = delaying(waits)(lambda r: r)
+    assert endpoint(1) == 1
+    with pytest.raises(LimitedError):
+        endpoint(2)
 
 
 def test_the_default_kit_is_resolved_at_the_first_decision() -> None:
