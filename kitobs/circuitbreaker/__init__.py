@@ -591,11 +591,19 @@ def _judges(
     if is_failure is not None:
         custom = is_failure
 
+        # A predicate that raises judges the call a failure: every call that got through must
+        # end as a success or a failure, or a half-open breaker would keep its probe slot.
         def response_custom(response: Any) -> bool:
-            return bool(custom(response, None))
+            try:
+                return bool(custom(response, None))
+            except Exception:
+                return True
 
         def exc_custom(exc: BaseException) -> bool:
-            return bool(custom(None, exc))
+            try:
+                return bool(custom(None, exc))
+            except Exception:
+                return True
 
         return response_custom, exc_custom
 

@@ -218,6 +218,24 @@ def test_a_custom_failure_predicate_and_trip_rule() -> None:
     assert breaker.state == "open"  # 2 of 4
 
 
+def test_a_predicate_that_raises_judges_a_failure_and_frees_the_probe() -> None:
+    rec, clock = recording(), FakeClock()
+
+    def broken(response: Any, exc: BaseException | None) -> bool:
+        raise RuntimeError("bug in the predicate")
+
+    breaker = Breaker(
+        "b", consecutive_failures=1, open_timeout=1.0, is_failure=broken, kit=rec.kit, clock=clock
+    )
+    guarded = breaker(lambda r: r)
+    assert guarded(1) == 1  # the caller gets the endpoint's answer
+    assert breaker.state == "open"
+    clock.advance(1.0)
+    assert guarded(2) == 2  # the probe is judged (a failure), not left holding its slot
+    assert breaker.state == "open"
+    rec.metrics.assert_counter(TRANSITIONS, 1, breaker="b", **{"from": "half_open"}, to="open")
+
+
 def test_the_counting_window_starts_the_counts_again() -> None:
     rec, clock = recording(), FakeClock()
     breaker = Breaker("b", consecutive_failures=3, interval=10.0, kit=rec.kit, clock=clock)
