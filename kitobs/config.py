@@ -507,6 +507,13 @@ class CircuitBreakerSettings:
         "Probes let through in the half-open state; that many successes close the breaker.",
         minimum=1,
     )
+    probe_timeout: float = _key(
+        0.0,
+        "Seconds a half-open probe may take: its request deadline is moved to at most that far "
+        "ahead, so its client calls give up in time; 0 leaves the deadline as it is.",
+        duration=True,
+        minimum=0.0,
+    )
     interval: float = _key(
         0.0,
         "Seconds of the closed state's counting window, after which the counts start again; "

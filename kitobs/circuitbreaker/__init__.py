@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kitobs import _otel_context, contract
 from kitobs.endpoint import Endpoint, RequestError, is_async, outcome
+from kitobs.endpoint.context import scoped
 from kitobs.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -226,6 +227,10 @@ class Breaker:
         trip: a `TripRule` replacing that default, e.g. `failure_ratio`.
         open_timeout: seconds spent open before turning half-open.
         half_open_requests: probes let through when half-open (gobreaker's ``MaxRequests``).
+        probe_timeout: seconds a half-open probe may take: it runs with its request context's
+            deadline moved to at most that far ahead (`kitobs.endpoint.context.scoped`), so the
+            client calls it makes give up in time and a hanging dependency cannot keep the
+            probe slots; None leaves the deadline as it is.
         interval: seconds of the closed state's counting window (the counts start again after
             it); 0 counts until the state changes.
         failures: ``"exception"``, ``"business"`` or ``"both"``: what counts as a failure.
@@ -257,6 +262,7 @@ class Breaker:
         "interval",
         "name",
         "open_timeout",
+        "probe_timeout",
         "response_failure",
         "trip",
     )
@@ -269,6 +275,7 @@ class Breaker:
         trip: TripRule | None = None,
         open_timeout: float = 60.0,
         half_open_requests: int = 1,
+        probe_timeout: float | None = None,
         interval: float = 0.0,
         failures: str = "both",
         is_failure: Callable[[Any, BaseException | None], bool] | None = None,
@@ -279,6 +286,10 @@ class Breaker:
             raise ConfigError("a breaker needs a non-empty name (its breaker label)", value=name)
         if not open_timeout >= 0.0:
             raise ConfigError("open_timeout must be a number of seconds >= 0", value=open_timeout)
+        if probe_timeout is not None and not probe_timeout > 0.0:
+            raise ConfigError(
+                "probe_timeout must be a number of seconds above 0, or None", value=probe_timeout
+            )
         if not interval >= 0.0:
             raise ConfigError("interval must be a number of seconds >= 0", value=interval)
         if isinstance(half_open_requests, bool) or half_open_requests < 1:
@@ -296,6 +307,7 @@ class Breaker:
         self.trip: TripRule = trip if trip is not None else _rule(consecutive_failures)
         self.open_timeout = float(open_timeout)
         self.half_open_requests = half_open_requests
+        self.probe_timeout = probe_timeout
         self.interval = float(interval)
         # Decided once: how a response and an exception are judged.
         self.response_failure, self.exc_failure = _judges(failures, is_failure)
@@ -505,6 +517,7 @@ class Breaker:
         # Without a counting window a closed breaker is passed on one unlocked read; with one,
         # every call looks at the window's end under the lock.
         unwindowed = not window
+        probe = self.probe_timeout
 
         def start() -> int:
             if breaker._recorded is None:
@@ -521,7 +534,11 @@ class Breaker:
                 if not (unwindowed and breaker._fast and breaker._recorded is not None):
                     generation = start()
                 try:
-                    response = await endpoint(request)
+                    if generation >= 0 or probe is None:
+                        response = await endpoint(request)
+                    else:  # a half-open probe, with its deadline
+                        with scoped(timeout=probe):
+                            response = await endpoint(request)
                 except BaseException as exc:
                     after(generation, exc_failure(exc))
                     raise
@@ -554,7 +571,11 @@ class Breaker:
             if not (unwindowed and breaker._fast and breaker._recorded is not None):
                 generation = start()
             try:
-                response = endpoint(request)
+                if generation >= 0 or probe is None:
+                    response = endpoint(request)
+                else:  # a half-open probe, with its deadline
+                    with scoped(timeout=probe):
+                        response = endpoint(request)
             except BaseException as exc:
                 after(generation, exc_failure(exc))
                 raise
@@ -637,6 +658,7 @@ def from_config(kit: Kit | None, name: str, **overrides: Any) -> Breaker:
         "consecutive_failures": s.consecutive_failures,
         "open_timeout": s.open_timeout,
         "half_open_requests": s.half_open_requests,
+        "probe_timeout": s.probe_timeout or None,  # 0 in the settings: the deadline as it is
         "interval": s.interval,
         "failures": s.failures,
     }

@@ -15,7 +15,7 @@ from kitobs.circuitbreaker import (
     failure_ratio,
     from_config,
 )
-from kitobs.endpoint import RequestError
+from kitobs.endpoint import RequestError, context
 from kitobs.endpoint.instrument import instrumenting
 from kitobs.errors import ConfigError
 from tests.support.resilience import FakeClock, recording
@@ -145,6 +145,38 @@ def test_half_open_lets_only_the_configured_probes_through() -> None:
     assert refused[0].headers == {"Retry-After": "1"}
     rec.metrics.assert_counter(REJECTED, 1, breaker="db", reason="half_open_full")
     assert breaker.state == "closed"  # two probe successes close it
+
+
+def test_a_probe_runs_with_the_probe_deadline() -> None:
+    rec, clock = recording(), FakeClock()
+    breaker = Breaker(
+        "db",
+        consecutive_failures=1,
+        open_timeout=1.0,
+        probe_timeout=0.5,
+        kit=rec.kit,
+        clock=clock,
+    )
+    seen: list[float | None] = []
+
+    def call(request: Any) -> Any:
+        seen.append(context.current().deadline)
+        if request == "fail":
+            raise Down
+        return request
+
+    guarded = breaker(call)
+    with context.scoped(timeout=60.0) as outer, pytest.raises(Down):
+        guarded("fail")  # closed: the caller's deadline as it is
+    clock.advance(1.0)
+    with context.scoped(timeout=60.0) as probing:
+        assert guarded("ok") == "ok"  # the probe: its deadline moved earlier
+    assert guarded("ok") == "ok"  # closed again: no deadline added
+    assert seen[0] == outer.deadline
+    assert seen[1] is not None
+    assert probing.deadline is not None
+    assert seen[1] < probing.deadline
+    assert seen[2] is None
 
 
 def test_the_transition_reports_the_counts_that_caused_it() -> None:
@@ -314,6 +346,7 @@ def test_from_config_reads_the_settings_and_arguments_win() -> None:
     )
     breaker = from_config(rec.kit, "payments", half_open_requests=3)
     assert (breaker.open_timeout, breaker.half_open_requests) == (7.0, 3)
+    assert breaker.probe_timeout is None
     guarded = breaker(_flaky()[0])
     for _ in range(2):
         with pytest.raises(Down):
@@ -329,6 +362,7 @@ def test_from_config_reads_the_settings_and_arguments_win() -> None:
         {"consecutive_failures": 0},
         {"failures": "sometimes"},
         {"interval": -2.0},
+        {"probe_timeout": 0.0},
     ],
 )
 def test_bad_parameters_fail_at_construction(bad: dict[str, Any]) -> None:
