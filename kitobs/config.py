@@ -58,6 +58,8 @@ __all__ = [
     "OtlpSettings",
     "TransportSettings",
     "HttpTransportSettings",
+    "CircuitBreakerSettings",
+    "RateLimitSettings",
     "KeyInfo",
     "load",
     "all_keys",
@@ -484,6 +486,74 @@ class TransportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitBreakerSettings:
+    """CircuitBreakerSettings are the parameters of breakers built from configuration.
+
+    E.g. ``[circuitbreaker] consecutive_failures = 3``; every breaker
+    `kitobs.circuitbreaker.from_config` builds uses them, arguments given in code win.
+    """
+
+    consecutive_failures: int = _key(
+        5, "Consecutive failures in the closed state that open the breaker.", minimum=1
+    )
+    open_timeout: float = _key(
+        60.0,
+        "Seconds the breaker stays open before letting probes through (half-open).",
+        duration=True,
+        minimum=0.0,
+    )
+    half_open_requests: int = _key(
+        1,
+        "Probes let through in the half-open state; that many successes close the breaker.",
+        minimum=1,
+    )
+    probe_timeout: float = _key(
+        0.0,
+        "Seconds a half-open probe may take: its request deadline is moved to at most that far "
+        "ahead, so its client calls give up in time; 0 leaves the deadline as it is.",
+        duration=True,
+        minimum=0.0,
+    )
+    interval: float = _key(
+        0.0,
+        "Seconds of the closed state's counting window, after which the counts start again; "
+        "0 keeps counting until the state changes.",
+        duration=True,
+        minimum=0.0,
+    )
+    failures: str = _key(
+        "both",
+        "What counts as a failure: raised exceptions, business errors (a failed response), "
+        "or both.",
+        choices=("exception", "business", "both"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """RateLimitSettings are the parameters of limiters built from configuration.
+
+    E.g. ``[ratelimit] rate = 100``; every limiter `kitobs.ratelimit.from_config` builds uses
+    them, arguments given in code win.
+    """
+
+    rate: float = _key(10.0, "Tokens added per second.", minimum=0.001)
+    burst: int = _key(10, "Bucket size: the most calls let through at once.", minimum=1)
+    max_keys: int = _key(
+        10000,
+        "Buckets a keyed limiter keeps; beyond it the least recently used is evicted (counted).",
+        minimum=1,
+    )
+    max_wait: float = _key(
+        0.0,
+        "Longest wait of the delaying form (kitobs.ratelimit.delaying), in seconds; 0 waits as "
+        "long as the request's deadline allows (and without a deadline, as long as it takes).",
+        duration=True,
+        minimum=0.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Settings is the whole configuration, e.g. ``load().log.level``."""
 
@@ -493,6 +563,8 @@ class Settings:
     metrics: MetricsSettings = _section(MetricsSettings)
     tracing: TracingSettings = _section(TracingSettings)
     transport: TransportSettings = _section(TransportSettings)
+    circuitbreaker: CircuitBreakerSettings = _section(CircuitBreakerSettings)
+    ratelimit: RateLimitSettings = _section(RateLimitSettings)
 
 
 # --------------------------------------------------------------------------------------------
