@@ -194,6 +194,7 @@ class JWKS:
         self._last_fetch = -math.inf
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._clock = time.monotonic  # replaced in tests
         self._counters = Bound(_refresh_counters, kit)
 
     def _ensure_started(self) -> None:
@@ -206,7 +207,7 @@ class JWKS:
             self._counters.get()  # resolve the Kit in the caller's thread
             self._pid = os.getpid()
             self._wake = threading.Event()
-            self._last_fetch = time.monotonic()
+            self._last_fetch = self._clock()
             thread = threading.Thread(target=self._run, name="kitobs-jwks", daemon=True)
             self._thread = thread
         thread.start()
@@ -287,7 +288,7 @@ class JWKS:
         return prepared
 
     def _refetch(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if now - self._last_fetch < self.refetch_interval:
                 return
