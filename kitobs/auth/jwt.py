@@ -195,6 +195,10 @@ class JWKS:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._clock = time.monotonic  # replaced in tests
+        parts = urllib.parse.urlsplit(url)
+        # What log lines show of the URL: no user, password, query or fragment.
+        port = f":{parts.port}" if parts.port else ""
+        self._shown_url = f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
         self._counters = Bound(_refresh_counters, kit)
 
     def _ensure_started(self) -> None:
@@ -224,7 +228,7 @@ class JWKS:
 
         On failure the keys held are kept. Never raises.
         """
-        success, failure = self._counters.get()
+        success, failure, warn = self._counters.get()
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
                 document = json.loads(response.read())
@@ -235,10 +239,14 @@ class JWKS:
                     found[kid if isinstance(kid, str) else ""] = entry
             if not found:
                 raise ValueError("the key set has no signing key")
-        except Exception:
-            # The body and the error text may quote the provider's answer: only counted.
+        except Exception as exc:
+            # Only the error's type: its text may quote the provider's answer.
             with contextlib.suppress(Exception):  # recording never raises
                 failure.add(1)
+                warn(
+                    "msg", "JWKS fetch failed, keeping the keys held", "url", self._shown_url,
+                    "error", type(exc).__qualname__, "keys", len(self._keys),
+                )  # fmt: skip
             return False
         with self._lock:
             self._keys = found
@@ -304,12 +312,12 @@ class JWKS:
             thread.join(self.timeout + 1.0)
 
 
-def _refresh_counters(kit: Kit) -> tuple[Counter, Counter]:
+def _refresh_counters(kit: Kit) -> tuple[Counter, Counter, Callable[..., None]]:
     family = kit.metrics.declare(contract.AUTH_JWKS_REFRESHES)
     success, failure = family.labels("success"), family.labels("failure")
     success.add(0)  # both series exist from the start, for dashboards
     failure.add(0)
-    return success, failure
+    return success, failure, kit.logger.warn
 
 
 class _Verifier:

@@ -95,6 +95,11 @@ def test_keys_come_from_the_server_and_outlive_it(
     server.stop()  # the identity provider goes down
     assert jwks.refresh() is False
     assert refreshes(parts) == {"success": 1, "failure": 1}
+    warned = [r for r in parts.records if r.get("level") == "warn"]
+    assert len(warned) == 1
+    assert warned[0]["url"] == server.url
+    assert warned[0]["error"] == "URLError"
+    assert warned[0]["keys"] == 2
     # The last good keys are kept (PyJWT's own client would have dropped them).
     assert call(guarded, token({"sub": "still"}, kid="rsa-1"))["sub"] == "still"
     assert parts.failures("bearer")["invalid"] == 0

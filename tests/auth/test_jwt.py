@@ -242,6 +242,26 @@ def test_settings_configure_the_parser() -> None:
     assert refused(parts, guarded, f"Bearer {rs}") == "unexpected_alg"
 
 
+def test_settings_come_from_the_environment() -> None:
+    from kitobs.config import load
+
+    settings = load(
+        path=None,
+        search=False,
+        env={
+            "KITOBS_AUTH_JWT_ALGORITHMS": "RS256,ES256",
+            "KITOBS_AUTH_JWT_AUDIENCE": "a,b",
+            "KITOBS_AUTH_JWT_LEEWAY": "5",
+            "KITOBS_AUTH_BASIC_REALM": "shop",
+        },
+    )
+    assert settings.auth.jwt.algorithms == ("RS256", "ES256")  # case kept: PyJWT's names
+    assert settings.auth.jwt.audience == ("a", "b")
+    assert settings.auth.jwt.leeway == 5.0
+    assert settings.auth.jwt.required_claims == ("exp",)
+    assert settings.auth.basic.realm == "shop"
+
+
 def test_settings_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"auth\.jwt\.algorithms"):
         kjwt.parser(RSA_PUBLIC, kit=Parts().kit)

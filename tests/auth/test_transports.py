@@ -174,3 +174,57 @@ def test_grpc_metadata_carries_the_token(server_parts: Parts) -> None:
             client.close()
     assert _outcomes(server_parts, "me") == {"success": 1, "unauthenticated": 1, "exception": 0}
     assert server_parts.failures("bearer")["missing"] == 1
+
+
+def test_grpc_aio_metadata_carries_the_token(server_parts: Parts) -> None:
+    import asyncio
+    import json
+
+    kit = server_parts.kit
+
+    async def me_async(request: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return me(request)
+
+    guarded = chain(
+        instrumenting(kit, name="me"),
+        kjwt.parser(EC_PUBLIC, algorithms=["ES256"], audience="orders", kit=kit),
+    )(me_async)
+
+    async def handler(request: Any, context: Any) -> Any:
+        return await guarded(request)
+
+    def enc(value: Any) -> bytes:
+        return json.dumps(value).encode()
+
+    handlers = {"Me": grpc.unary_unary_rpc_method_handler(handler, json.loads, enc)}
+
+    async def main() -> tuple[Any, grpc.StatusCode | None]:
+        server = grpc.aio.server(interceptors=[kgrpc.AioServerInterceptor(kit.metrics)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", handlers),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        interceptors = kgrpc.aio_client_interceptors(Parts().provider)
+        try:
+            async with grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", interceptors=interceptors
+            ) as channel:
+                stub = channel.unary_unary("/t.S/Me", enc, json.loads)
+
+                async def call(request: Any) -> Any:
+                    return await stub({}, timeout=10)
+
+                answer = await SIGN(call)(None)
+                try:
+                    await stub({}, timeout=10)
+                except grpc.RpcError as err:
+                    return answer, err.code()
+                return answer, None
+        finally:
+            await server.stop(None)
+
+    answer, refused_code = asyncio.run(main())
+    assert answer == {"sub": "billing", "aud": "orders"}
+    assert refused_code is not None  # which code is the server's mapping
+    assert _outcomes(server_parts, "me") == {"success": 1, "unauthenticated": 1, "exception": 0}
+    assert server_parts.failures("bearer")["missing"] == 1
