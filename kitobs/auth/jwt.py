@@ -40,6 +40,7 @@ Needs PyJWT with cryptography: ``pip install 'kitobs[jwt]'``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -356,9 +357,8 @@ class _Verifier:
         token = bearer_token(value)
         if token is None:
             return "malformed"
-        try:
-            header = _pyjwt.get_unverified_header(token)
-        except _pyjwt.PyJWTError:
+        header = _header(token)
+        if header is None:
             return "malformed"
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
@@ -392,6 +392,20 @@ class _Verifier:
         except _pyjwt.PyJWTError:
             return "invalid"
         return claims
+
+
+def _header(token: str) -> dict[str, Any] | None:
+    # The token's header, unverified, read to pick the algorithm and the key: a quarter of the
+    # cost of PyJWT's get_unverified_header. PyJWT parses it again when verifying, with only
+    # the algorithm read here allowed, so a header read differently here is refused there.
+    head, dot, _ = token.partition(".")
+    if not dot:
+        return None
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return header if isinstance(header, dict) else None
 
 
 def _key_source(keys: Any, algorithms: tuple[str, ...]) -> Callable[[Mapping[str, Any], str], Any]:

@@ -145,3 +145,13 @@ def test_bench_endpoint_quick_is_fair_and_prints_every_row() -> None:
         exported, made = (int(w) for w in line.split() if w.isdigit())
         assert exported == made > 0, line  # no span was dropped on either side
     assert out.count("ratio: kitobs added cost is 1/") == 4, out
+
+
+def test_bench_auth_quick_prints_every_row_and_ratio() -> None:
+    out = _run("bench_auth.py", "--quick")
+    for row in ("bare", "jwt peer", "jwt kitobs", "basic peer", "basic kitobs"):
+        assert re.search(rf"\n{row} +\d+\.\d\d\n", out), out
+    for scheme in ("jwt", "basic"):
+        assert re.search(rf"\n{scheme} ratio: kitobs overhead / peer overhead = \d+\.\d\d", out), (
+            out
+        )
