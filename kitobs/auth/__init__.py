@@ -53,5 +53,7 @@ class Unauthenticated(RequestError):
     grpc_status = "UNAUTHENTICATED"
     outcome = "unauthenticated"
 
-    def __init__(self, message: str = "unauthorized", *, headers: dict[str, str] | None = None):
+    def __init__(
+        self, message: str = "unauthorized", *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message, headers=headers)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from kitobs import contract
 from kitobs.auth import Unauthenticated
+from kitobs.errors import ConfigError
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
@@ -71,3 +72,13 @@ class Refusals:
         except Exception:
             pass
         return Unauthenticated(headers=self._error_headers)
+
+
+def check_realm(realm: str, key: str | None) -> None:
+    """check_realm refuses a realm that cannot be written inside a quoted header parameter."""
+    if '"' in realm or "\\" in realm or any(ord(c) < 0x20 or ord(c) == 0x7F for c in realm):
+        raise ConfigError(
+            "the realm must not contain quotes, backslashes or control characters",
+            key=key,
+            value=realm,
+        )

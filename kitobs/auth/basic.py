@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kitobs.auth import USER
-from kitobs.auth._refusals import Bound, Refusals
+from kitobs.auth._refusals import Bound, Refusals, check_realm
 from kitobs.config import BasicAuthSettings, key_name
 from kitobs.endpoint import Endpoint, Middleware, around
 from kitobs.endpoint.context import attach, current, detach
@@ -255,13 +255,13 @@ def middleware(
             f"callable(user, password) -> bool, not {type(check).__name__}"
         )
     if realm is not None:
-        _check_realm(realm, None)
+        check_realm(realm, None)
 
     def build(kit: Kit) -> _Basic:
         chosen = realm
         if chosen is None:
             chosen = kit.settings.auth.basic.realm
-            _check_realm(chosen, key_name(BasicAuthSettings, "realm"))
+            check_realm(chosen, key_name(BasicAuthSettings, "realm"))
         headers = {"WWW-Authenticate": f'Basic realm="{chosen}", charset="UTF-8"'}
         return _Basic(verify, Refusals(kit, "basic", _REASONS, headers))
 
@@ -285,13 +285,3 @@ def middleware(
         return around(endpoint, start, finish)
 
     return wrap
-
-
-def _check_realm(realm: str, key: str | None) -> None:
-    # The realm is written inside a quoted header parameter.
-    if '"' in realm or "\\" in realm or any(ord(c) < 0x20 for c in realm):
-        raise ConfigError(
-            "the realm must not contain quotes, backslashes or control characters",
-            key=key,
-            value=realm,
-        )

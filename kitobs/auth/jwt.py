@@ -63,7 +63,7 @@ except ImportError as missing:  # pragma: no cover - the extra is installed in t
 
 from kitobs import contract
 from kitobs.auth import CLAIMS
-from kitobs.auth._refusals import Bound, Refusals
+from kitobs.auth._refusals import Bound, Refusals, check_realm
 from kitobs.config import JwtAuthSettings, key_name
 from kitobs.endpoint import Endpoint, Middleware, around
 from kitobs.endpoint.context import OUTGOING_METADATA, attach, current, detach
@@ -489,12 +489,7 @@ def parser(
         aud = audience if audience is not None else settings.audience
         accepted: str | list[str] | None = aud if isinstance(aud, str) else list(aud) or None
         chosen_realm = realm if realm is not None else settings.realm
-        if '"' in chosen_realm or "\\" in chosen_realm:
-            raise ConfigError(
-                "the realm must not contain quotes or backslashes",
-                key=None if realm is not None else key_name(JwtAuthSettings, "realm"),
-                value=chosen_realm,
-            )
+        check_realm(chosen_realm, None if realm is not None else key_name(JwtAuthSettings, "realm"))
         challenge = f'Bearer realm="{chosen_realm}"' if chosen_realm else "Bearer"
         return _Verifier(
             source,

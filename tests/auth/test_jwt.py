@@ -337,3 +337,14 @@ def test_basic_imports_without_pyjwt_and_jwt_says_what_to_install() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "pip install 'kitobs[jwt]'" in done.stdout
+
+
+def test_realms_are_checked() -> None:
+    with pytest.raises(ConfigError, match="quotes"):
+        kjwt.parser(RSA_PUBLIC, algorithms=["RS256"], realm='a"b', kit=Parts().kit)
+    with pytest.raises(ConfigError, match=r"auth\.jwt\.realm"):
+        kjwt.parser(RSA_PUBLIC, algorithms=["RS256"], kit=Parts(**{"auth.jwt.realm": "a\nb"}).kit)
+    from kitobs.auth import basic
+
+    with pytest.raises(ConfigError, match=r"auth\.basic\.realm"):
+        basic.middleware(basic.fixed("a", "b"), kit=Parts(**{"auth.basic.realm": "a\\b"}).kit)
