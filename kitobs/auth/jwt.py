@@ -113,6 +113,12 @@ def _check_algorithms(algorithms: Sequence[str], from_settings: bool) -> tuple[s
                 key=where,
                 value=alg,
             )
+        if alg in _algorithms.requires_cryptography and not _algorithms.has_crypto:
+            raise ConfigError(  # pragma: no cover - cryptography is in the jwt extra
+                f"{alg} needs the cryptography package: pip install 'kitobs[jwt]'",
+                key=where,
+                value=alg,
+            )
         if alg not in known:
             raise ConfigError(
                 "is not an algorithm PyJWT knows (names are case-sensitive)",

@@ -84,7 +84,7 @@ def refreshes(parts: Parts) -> dict[str, float]:
 
 
 def test_keys_come_from_the_server_and_outlive_it(
-    parts: Parts, server: JWKSServer, jwks: kjwt.JWKS
+    parts: Parts, server: JWKSServer, jwks: kjwt.JWKS, clock: Clock
 ) -> None:
     guarded = kjwt.parser(jwks, algorithms=["RS256", "ES256"], kit=parts.kit)(claims_of)
     assert call(guarded, token({"sub": "a"}, kid="rsa-1"))["sub"] == "a"
@@ -103,6 +103,13 @@ def test_keys_come_from_the_server_and_outlive_it(
     # The last good keys are kept (PyJWT's own client would have dropped them).
     assert call(guarded, token({"sub": "still"}, kid="rsa-1"))["sub"] == "still"
     assert parts.failures("bearer")["invalid"] == 0
+    # A background fetch (an unknown kid, a refetch interval later) fails the same way.
+    clock.now += 31
+    with pytest.raises(Unauthenticated):
+        call(guarded, token({}, kid="rotated"))
+    assert eventually(lambda: refreshes(parts)["failure"] == 2)
+    assert call(guarded, token({"sub": "again"}, kid="rsa-1"))["sub"] == "again"
+    assert refreshes(parts)["success"] == 1
 
 
 def test_series_start_at_zero(parts: Parts, server: JWKSServer) -> None:
