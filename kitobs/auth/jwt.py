@@ -81,6 +81,8 @@ KeyFunc = Callable[[Mapping[str, Any]], Any]
 
 _REASONS = contract.AUTH_FAILURE_REASONS
 _HMAC = frozenset({"HS256", "HS384", "HS512"})
+#: The largest key set document read: a real one is a few KiB.
+_MAX_JWKS = 1 << 20
 
 
 def bearer_token(value: str | None) -> str | None:
@@ -238,7 +240,10 @@ class JWKS:
         success, failure, warn = self._counters.get()
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
-                document = json.loads(response.read())
+                body = response.read(_MAX_JWKS + 1)
+            if len(body) > _MAX_JWKS:
+                raise ValueError("the key set is larger than 1 MiB")
+            document = json.loads(body)
             found: dict[str, Mapping[str, Any]] = {}
             for entry in document["keys"]:
                 if isinstance(entry, dict) and entry.get("kty") and entry.get("use") != "enc":

@@ -232,3 +232,17 @@ def test_bad_jwks_arguments() -> None:
         kjwt.JWKS("file:///etc/passwd")
     with pytest.raises(ConfigError, match="refresh_interval"):
         kjwt.JWKS("https://idp.test/jwks", refresh_interval=0)
+
+
+def test_an_oversized_key_set_is_a_failed_fetch(parts: Parts) -> None:
+    huge = {**jwk(RSA_PUBLIC, "rsa-1", "RS256"), "padding": "x" * (1 << 20)}
+    srv = JWKSServer([huge])
+    keys = kjwt.JWKS(srv.url, refresh_interval=3600, kit=parts.kit)
+    try:
+        assert keys.refresh() is False
+        srv.keys = [jwk(RSA_PUBLIC, "rsa-1", "RS256")]
+        assert keys.refresh() is True
+        assert refreshes(parts) == {"success": 1, "failure": 1}
+    finally:
+        keys.close()
+        srv.stop()
