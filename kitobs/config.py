@@ -60,6 +60,9 @@ __all__ = [
     "HttpTransportSettings",
     "CircuitBreakerSettings",
     "RateLimitSettings",
+    "AuthSettings",
+    "BasicAuthSettings",
+    "JwtAuthSettings",
     "KeyInfo",
     "load",
     "all_keys",
@@ -554,6 +557,64 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BasicAuthSettings:
+    """BasicAuthSettings configure `kitobs.auth.basic`, e.g. ``[auth.basic] realm = "api"``."""
+
+    realm: str = _key(
+        "kitobs", "Realm named in the WWW-Authenticate: Basic header of a refused request."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAuthSettings:
+    """JwtAuthSettings configure `kitobs.auth.jwt`, e.g. ``algorithms = ["RS256"]``."""
+
+    algorithms: tuple[str, ...] = _key(
+        (),
+        "Algorithms a token may be signed with, e.g. RS256,ES256; required. none is never "
+        "accepted, and HS* cannot be listed with asymmetric ones (key confusion).",
+    )
+    audience: tuple[str, ...] = _key(
+        (),
+        "Accepted aud values; a token must name one. Empty refuses any token with an aud.",
+    )
+    issuer: str = _key("", "Required iss of every token; empty skips the issuer check.")
+    leeway: float = _key(
+        0.0, "Seconds of clock skew allowed on exp, nbf and iat.", duration=True, minimum=0.0
+    )
+    required_claims: tuple[str, ...] = _key(
+        ("exp",), "Claims every token must carry, e.g. exp,iat,sub."
+    )
+    realm: str = _key("", "Realm of the WWW-Authenticate: Bearer header; empty leaves it out.")
+    jwks_url: str = _key(
+        "", "URL of the identity provider's JSON Web Key Set; the keys when none are given."
+    )
+    jwks_refresh_interval: float = _key(
+        300.0,
+        "Seconds between background fetches of the key set.",
+        duration=True,
+        minimum=1.0,
+    )
+    jwks_refetch_interval: float = _key(
+        30.0,
+        "Fewest seconds between two fetches that tokens with an unknown kid trigger.",
+        duration=True,
+        minimum=0.0,
+    )
+    jwks_timeout: float = _key(
+        5.0, "Seconds one key set fetch may take.", duration=True, minimum=0.001
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """AuthSettings configure the auth middleware, e.g. ``[auth.jwt]``."""
+
+    basic: BasicAuthSettings = _section(BasicAuthSettings)
+    jwt: JwtAuthSettings = _section(JwtAuthSettings)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Settings is the whole configuration, e.g. ``load().log.level``."""
 
@@ -565,6 +626,7 @@ class Settings:
     transport: TransportSettings = _section(TransportSettings)
     circuitbreaker: CircuitBreakerSettings = _section(CircuitBreakerSettings)
     ratelimit: RateLimitSettings = _section(RateLimitSettings)
+    auth: AuthSettings = _section(AuthSettings)
 
 
 # --------------------------------------------------------------------------------------------

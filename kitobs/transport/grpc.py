@@ -88,6 +88,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from kitobs.contract import RPC_CLIENT_CALL_DURATION, RPC_SERVER_CALL_DURATION, otel_attribute
 from kitobs.endpoint import Endpoint, is_async
 from kitobs.endpoint.context import (
+    OUTGOING_METADATA,
     Cancellation,
     LazyMetadata,
     RequestContext,
@@ -782,12 +783,16 @@ class _ClientSide:
             # Keyed by the raw path too, so the hot path skips method_label.
             method = core.method(method_label(details.method), self.peer)
             core.methods[details.method] = method
-        deadline = _current_context().deadline
+        ctx = _current_context()
+        deadline = ctx.deadline
         if deadline is not None:
             # Past the deadline the timeout is negative: grpcio fails the call before sending.
             remaining = deadline - time.monotonic()
             if details.timeout is None or details.timeout > remaining:
                 details = _with_details(details, {}, remaining, aio=aio)
+        outgoing = ctx.values.get(OUTGOING_METADATA)
+        if outgoing:
+            details = _with_outgoing(details, outgoing, aio=aio)
         tracer = core.tracer
         if tracer is None:
             return _Call(core, method, None), details
@@ -800,6 +805,13 @@ class _ClientSide:
         except Exception:
             _drop(core.dropped_spans)
             return _Call(core, method, None), details
+
+
+def _with_outgoing(details: Any, outgoing: Mapping[str, str], *, aio: bool) -> Any:
+    # The context's outgoing metadata, lowercased, under any key the call was not given.
+    given = {key.lower() for key, _ in (details.metadata or ())}
+    added = {key: value for key, value in outgoing.items() if key.lower() not in given}
+    return _with_details(details, added, details.timeout, aio=aio) if added else details
 
 
 def _with_details(

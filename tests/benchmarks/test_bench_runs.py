@@ -160,3 +160,13 @@ def test_bench_resilience_quick_prints_both_cases_and_goals() -> None:
         assert float(m[1]) > 0, row
         assert float(m[2]) > 0, row
         assert abs(float(m[3]) - float(m[1]) / float(m[2])) < 0.002 + 0.02 * float(m[3]), row
+
+
+def test_bench_auth_quick_prints_every_row_and_ratio() -> None:
+    out = _run("bench_auth.py", "--quick")
+    for row in ("bare", "jwt peer", "jwt kitobs", "basic peer", "basic kitobs"):
+        assert re.search(rf"\n{row} +\d+\.\d\d\n", out), out
+    for scheme in ("jwt", "basic"):
+        assert re.search(rf"\n{scheme} ratio: kitobs overhead / peer overhead = \d+\.\d\d", out), (
+            out
+        )
