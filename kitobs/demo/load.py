@@ -25,7 +25,7 @@ from kitobs.endpoint import Endpoint, RequestError
 from kitobs.kit import Kit
 from kitobs.transport.httpclient import HTTPXTransport
 
-__all__ = ["LoadGenerator"]
+__all__ = ["LoadGenerator", "ServerError"]
 
 
 class ServerError(Exception):
