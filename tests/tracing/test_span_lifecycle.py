@@ -1,4 +1,4 @@
-"""The span fast paths: spans built without __init__, the lighter unsampled span, the endpoint
+"""Spans from start to end: spans built without __init__, the lighter unsampled span, the endpoint
 middleware's own wrapper, and the batching processor's wake-once enqueue.
 
 Each test pins a behaviour the fast paths must keep: unsampled spans are current, propagate with

@@ -1,4 +1,4 @@
-"""The fused instrumenting wrapper: one frame, the same records as the three middlewares chained."""
+"""What instrumenting records: one frame, the same records as the three middlewares chained."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The binding fast path: generated binders, their cache, their errors and their thread safety.
+"""Label binding: generated binders, their cache, their errors and their thread safety.
 
 Every family binds through ``labels``/``with_labels`` generated for its label names
 (`kitobs.metrics._declare`); these tests hold them to what the generic binders promise, on

@@ -1,4 +1,4 @@
-"""The fast paths of kitobs.log: compiled call shapes, the millisecond clock, key caches.
+"""The call shapes of kitobs.log: each writes the line the general encoder writes, byte for byte.
 
 Each test compares lines with a reference built from the codec's general encoder
 (`kitobs.log.logfmt.CODEC.other`), which the fast paths must match byte for byte.
