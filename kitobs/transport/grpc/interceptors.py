@@ -1,92 +1,25 @@
-"""kitobs.transport.grpc: interceptors that instrument grpcio servers and clients, sync and aio.
+"""kitobs.transport.grpc.interceptors: grpcio server and client interceptors, sync and aio.
 
-Every call, in all four shapes (unary-unary, unary-stream, stream-unary, stream-stream), gets:
-
-- one observation in ``rpc_server_call_duration_seconds`` (server interceptors) or
-  ``rpc_client_call_duration_seconds`` (client interceptors), labelled as the metric contract says:
-  ``rpc_system_name="grpc"``, ``rpc_method``, ``rpc_status_code`` and ``error_type``;
-- one span, SERVER on the server (its parent extracted from the request metadata) and CLIENT on the
-  client (its context injected into the request metadata), named after ``rpc_method``.
-
-Label values, following OpenTelemetry's RPC semantic conventions (release candidate, the version
-that renamed ``rpc.grpc.status_code`` to ``rpc.response.status_code``):
-
-- ``rpc_method`` is the fully qualified method without the leading slash: the wire path
-  ``/shop.Cart/Add`` becomes ``shop.Cart/Add``. On the server, a method no handler serves becomes
-  ``_OTHER`` (and the call is answered ``UNIMPLEMENTED`` as grpcio would), so clients cannot create
-  series; the span keeps the original in ``rpc.method_original``.
-- ``rpc_status_code`` is the status code *name*, a string: ``OK``, ``NOT_FOUND``,
-  ``DEADLINE_EXCEEDED`` (OpenTelemetry's current convention, not the number).
-- ``error_type`` is empty (absent) on ``OK``. Otherwise it is the exception's qualified class name
-  when the server handler raised (the call ends ``UNKNOWN``, e.g. ``error_type="ValueError"``), or
-  when a client call failed before any status (rare), and the status code name for every other
-  non-OK status (``error_type="NOT_FOUND"``), on both sides, so ``error_type!=""`` selects every
-  call that did not end ``OK``.
-
-Span status: a client span is ERROR for every non-OK status; a server span only for the codes that
-are server errors (`SERVER_ERROR_CODES`: ``UNKNOWN``, ``DEADLINE_EXCEEDED``, ``UNIMPLEMENTED``,
-``INTERNAL``, ``UNAVAILABLE``, ``DATA_LOSS``), as OpenTelemetry's gRPC conventions say: a
-``NOT_FOUND`` is the client's problem, not the server's.
-
-Where the status comes from on the server: a handler that returns ends ``OK`` (or the code it set
-with ``context.set_code``); ``context.abort(code, ...)`` ends with that code; any other exception
-ends ``UNKNOWN``; a call the client abandoned or whose deadline passed while the handler ran ends
-``CANCELLED`` or ``DEADLINE_EXCEEDED`` (the latter also when cut short within 50 ms of the
-deadline: the client's cancel at its deadline can overtake the server's own timer). On the client
-the status is the one grpcio reports.
-
-Usage::
-
-    server = grpc.server(pool, interceptors=[ServerInterceptor(kit.metrics, tracer=kit.tracer)])
-    aio_server = grpc.aio.server(
-        interceptors=[AioServerInterceptor(kit.metrics, tracer=kit.tracer)]
-    )
-    channel = grpc.intercept_channel(
-        grpc.insecure_channel(target), ClientInterceptor(kit.metrics, tracer=kit.tracer)
-    )
-    aio_channel = grpc.aio.insecure_channel(
-        target, interceptors=aio_client_interceptors(kit.metrics, tracer=kit.tracer)
-    )
-
-Both sides use the request context (`kitobs.endpoint.context`). The server interceptors make one
-per call, current while the handler runs (for streaming handlers, while each response is made):
-the call's metadata (binary ``-bin`` entries left out), its deadline (from the client's
-``grpc-timeout``, as ``context.time_remaining()`` reports it) and ``cancelled``, set when the call
-ends or the client cancels. The client interceptors cut each call's timeout to the current
-deadline, so it travels on as ``grpc-timeout``; a call made after the deadline passed ends
-``DEADLINE_EXCEEDED`` at once, without reaching the server.
-
-For small services and the demo, `serve_endpoints` serves kitobs endpoints over gRPC (unary, with
-a `Codec`) and `Client` calls them.
-
-The interceptor classes subclass grpcio's interceptor base classes because grpcio selects
-interceptors with ``isinstance``. The interceptors never raise into the call: a failure while
-recording is counted in ``kitobs_telemetry_dropped_total`` with ``reason="grpc_error"`` and
-``signal="metrics"`` or ``"spans"``.
+`ServerInterceptor` and `AioServerInterceptor` record ``rpc_server_call_duration_seconds`` and a
+SERVER span per call and make the request context current while the handler runs;
+`ClientInterceptor` and `aio_client_interceptors` record ``rpc_client_call_duration_seconds`` and
+a CLIENT span, inject its context into the metadata and cut the timeout to the current deadline.
+The labels, statuses and spans are described in `kitobs.transport.grpc`, which re-exports all of
+these.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import inspect
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from concurrent import futures
-from dataclasses import fields, is_dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
-from opentelemetry.trace import SpanKind, StatusCode
 
-from kitobs.contract import RPC_CLIENT_CALL_DURATION, RPC_SERVER_CALL_DURATION, otel_attribute
-from kitobs.endpoint import Endpoint, is_async
+from kitobs.contract import RPC_CLIENT_CALL_DURATION, RPC_SERVER_CALL_DURATION
 from kitobs.endpoint.context import (
     Cancellation,
     LazyMetadata,
@@ -95,299 +28,43 @@ from kitobs.endpoint.context import (
     detach,
 )
 from kitobs.endpoint.context import current as _current_context
+from kitobs.transport.grpc._record import (
+    _A_ADDRESS,
+    _A_ORIGINAL,
+    _A_PORT,
+    _ALL_ERROR_CODES,
+    _CANCELLED,
+    _CLIENT,
+    _DEADLINE,
+    _DEADLINE_SLACK,
+    _NAMES,
+    _OK,
+    _SERVER,
+    _UNIMPLEMENTED,
+    _UNKNOWN,
+    _attach,
+    _Call,
+    _carrier,
+    _Core,
+    _detach,
+    _drop,
+    _error_type,
+    _is_cancel,
+    _Method,
+    _set_span_in_context,
+)
+from kitobs.transport.grpc.labels import OTHER_METHOD, SERVER_ERROR_CODES, method_label
 
 if TYPE_CHECKING:
-    from opentelemetry.context.context import Context
-
-    from kitobs.kit import Kit
-    from kitobs.metrics import Counter, Histogram, Provider
-    from kitobs.tracing import Span, Tracer
+    from kitobs.metrics import Provider
+    from kitobs.tracing import Tracer
 
 __all__ = [
-    # Interceptors
     "ServerInterceptor",
     "AioServerInterceptor",
     "ClientInterceptor",
     "aio_client_interceptors",
-    # Status and method labels
-    "SYSTEM",
-    "OTHER_METHOD",
-    "SERVER_ERROR_CODES",
-    "method_label",
-    # Serving and calling endpoints
-    "Codec",
-    "JSONCodec",
-    "StatusError",
-    "Server",
-    "DEFAULT_SERVICE",
-    "serve_endpoints",
-    "Client",
 ]
-
-#: SYSTEM is the ``rpc_system_name`` label value, ``"grpc"``.
-SYSTEM = "grpc"
-#: OTHER_METHOD is the ``rpc_method`` of a call to a method the server does not serve.
-OTHER_METHOD = "_OTHER"
-#: SERVER_ERROR_CODES are the status codes that make a SERVER span an error, e.g. ``UNKNOWN``.
-SERVER_ERROR_CODES: frozenset[grpc.StatusCode] = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-
-_OK = grpc.StatusCode.OK
-_UNKNOWN = grpc.StatusCode.UNKNOWN
-_CANCELLED = grpc.StatusCode.CANCELLED
-_DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
-_UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED
-# A client cancels at its deadline, and that cancel can reach the server just before the
-# server's own copy of the deadline (computed on arrival) fires: a call cut short this close to
-# its deadline is counted as DEADLINE_EXCEEDED.
-_DEADLINE_SLACK = 0.05
-_NAMES: dict[Any, str] = {code: code.name for code in grpc.StatusCode}
-_ALL_ERROR_CODES = frozenset(code for code in grpc.StatusCode if code is not _OK)
-
-# Attribute names come from the contract, so spans and metric labels never drift apart.
-_A_SYSTEM = otel_attribute("rpc_system_name")
-_A_METHOD = otel_attribute("rpc_method")
-_A_STATUS = otel_attribute("rpc_status_code")
-_A_ERROR = otel_attribute("error_type")
-_A_ORIGINAL = "rpc.method_original"
-_A_ADDRESS = otel_attribute("server_address")
-_A_PORT = otel_attribute("server_port")
-
-_perf_counter = time.perf_counter
-_attach = otel_context.attach
-_detach = otel_context.detach
-_set_span_in_context = otel_trace.set_span_in_context
-_SERVER = SpanKind.SERVER
-_CLIENT = SpanKind.CLIENT
-_ERROR = StatusCode.ERROR
-
-
-def method_label(method: str | bytes) -> str:
-    """method_label gives the ``rpc_method`` of a wire path, e.g. ``shop.Cart/Add``.
-
-    Example::
-
-        >>> method_label("/shop.Cart/Add")
-        'shop.Cart/Add'
-    """
-    if isinstance(method, bytes):
-        method = method.decode("utf-8", "replace")
-    return method[1:] if method.startswith("/") else method
-
-
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-
-
-def _carrier(metadata: Any) -> dict[str, str]:
-    # Binary (-bin) metadata values are bytes and never carry trace context.
-    if not metadata:
-        return {}
-    return {key: value for key, value in metadata if type(value) is str}
-
-
-# -- recording, shared by every interceptor ----------------------------------------------------
-
-
-class _Method:
-    """_Method holds what is bound once per method: the histogram child and span attributes."""
-
-    __slots__ = ("attributes", "children", "histogram", "name")
-
-    def __init__(self, histogram: Histogram, name: str, attributes: dict[str, Any]) -> None:
-        self.name = name
-        self.histogram = histogram.with_labels(rpc_system_name=SYSTEM, rpc_method=name)
-        self.children: dict[tuple[str, str], Histogram] = {}
-        self.attributes = {_A_SYSTEM: SYSTEM, _A_METHOD: name, **attributes}
-
-    def observe(self, status: str, error_type: str, seconds: float) -> None:
-        key = (status, error_type)
-        child = self.children.get(key)
-        if child is None:
-            # Bounded: 17 codes times the handler's exception classes.
-            child = self.children[key] = self.histogram.labels(status, error_type)
-        child.observe(seconds)
-
-
-class _Core:
-    """_Core records calls of one side (server or client) into one histogram and one tracer."""
-
-    __slots__ = (
-        "dropped_metrics",
-        "dropped_spans",
-        "error_codes",
-        "histogram",
-        "methods",
-        "pending",
-        "tracer",
-    )
-
-    def __init__(
-        self,
-        metrics: Provider,
-        histogram: Histogram,
-        tracer: Tracer | None,
-        error_codes: frozenset[grpc.StatusCode],
-    ) -> None:
-        self.histogram = histogram
-        self.dropped_metrics = metrics.dropped("metrics", "grpc_error")
-        self.dropped_spans = metrics.dropped("spans", "grpc_error")
-        self.tracer = tracer
-        self.error_codes = error_codes
-        self.methods: dict[str, _Method] = {}
-        # aio clients read the status in a task; keep a reference until it ran.
-        self.pending: set[asyncio.Task[None]] = set()
-
-    def method(self, name: str, attributes: dict[str, Any] | None = None) -> _Method:
-        state = self.methods.get(name)
-        if state is None:
-            state = self.methods[name] = _Method(self.histogram, name, attributes or {})
-        return state
-
-    def record(
-        self,
-        call: _Call,
-        code: grpc.StatusCode,
-        error_type: str,
-        exc: BaseException | None,
-        details: str | None,
-    ) -> None:
-        """record observes the duration and ends the span; it never raises."""
-        seconds = _perf_counter() - call.begin
-        status = _NAMES.get(code) or _NAMES[_UNKNOWN]
-        try:
-            call.method.observe(status, error_type, seconds)
-        except Exception:
-            _drop(self.dropped_metrics)
-        span = call.span
-        if span is None:
-            return
-        try:
-            span.set_attribute(_A_STATUS, status)
-            if error_type:
-                span.set_attribute(_A_ERROR, error_type)
-            if code in self.error_codes:
-                if exc is not None and error_type != status:
-                    span.record_exception(exc, escaped=True)
-                span.set_status(_ERROR, f"{status}: {details}" if details else status)
-            if call.scoped:
-                # A scoped span restores the context it replaced when it exits.
-                call.scoped = False
-                span.__exit__(None, None, None)
-            else:
-                span.end()
-        except Exception:
-            _drop(self.dropped_spans)
-
-
-def _drop(counter: Counter) -> None:
-    # The drop counter itself failing must not reach the call.
-    with contextlib.suppress(Exception):
-        counter.add(1.0)
-
-
-class _Call:
-    """_Call is the state of one call in flight; it is also the client's done-callback."""
-
-    __slots__ = ("begin", "context", "core", "done", "method", "scoped", "span")
-
-    def __init__(self, core: _Core, method: _Method, span: Span | None) -> None:
-        self.core = core
-        self.method = method
-        self.span = span
-        self.begin = _perf_counter()
-        self.scoped = False
-        self.context: Context | None = None
-        self.done = False
-
-    # Client side: grpcio calls this with the finished call (a grpc.Call / grpc.Future).
-    def __call__(self, future: Any) -> None:
-        if self.done:
-            return
-        self.done = True
-        exc: BaseException | None = None
-        try:
-            code = future.code()
-        except Exception as failing:  # a call object that cannot report: count it as unknown
-            code, exc = _UNKNOWN, failing
-        if code is None:
-            code = _UNKNOWN
-        if exc is None and code is not _OK:
-            # exception() raises for a cancelled future; the code says enough then.
-            with contextlib.suppress(Exception):
-                exc = future.exception()
-        self.core.record(self, code, _client_error_type(code, exc), exc, None)
-
-    def aio_done(self, call: Any) -> None:
-        """aio_done reads an aio call's status in a task: aio exposes it only as a coroutine."""
-        if self.done:
-            return
-        self.done = True
-        try:
-            task = asyncio.get_running_loop().create_task(self._aio_finish(call))
-        except Exception:
-            _drop(self.core.dropped_metrics)
-            return
-        pending = self.core.pending
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    async def _aio_finish(self, call: Any) -> None:
-        try:
-            code = await call.code()
-            details = await call.details() if code is not _OK else None
-        except Exception as failing:
-            self.core.record(self, _UNKNOWN, _error_type(failing), failing, None)
-            return
-        if code is None:
-            code = _UNKNOWN
-        self.core.record(self, code, "" if code is _OK else _NAMES[code], None, details)
-
-    def fail(self, exc: BaseException) -> None:
-        """fail records a client call that raised before grpcio returned a call object."""
-        if self.done:
-            return
-        self.done = True
-        code = _code_of(exc)
-        if code is None and _is_cancel(exc):
-            self.core.record(self, _CANCELLED, _NAMES[_CANCELLED], exc, None)
-        elif code is None:
-            self.core.record(self, _UNKNOWN, _error_type(exc), exc, None)
-        else:
-            self.core.record(self, code, "" if code is _OK else _NAMES[code], exc, None)
-
-
-def _code_of(exc: BaseException) -> grpc.StatusCode | None:
-    code = getattr(exc, "code", None)
-    if isinstance(exc, grpc.RpcError) and callable(code):
-        try:
-            value = code()
-        except Exception:
-            return None
-        return value if isinstance(value, grpc.StatusCode) else None
-    return None
-
-
-def _is_cancel(exc: BaseException) -> bool:
-    return isinstance(exc, asyncio.CancelledError | GeneratorExit)
-
-
-def _client_error_type(code: grpc.StatusCode, exc: BaseException | None) -> str:
-    if code is _OK:
-        return ""
-    if exc is not None and not isinstance(exc, grpc.RpcError):
-        return _error_type(exc)  # failed inside grpcio before a status, e.g. serializing
-    return _NAMES[code]
 
 
 # -- server ------------------------------------------------------------------------------------
@@ -1005,269 +682,3 @@ def aio_client_interceptors(
         _AioStreamUnary(side),
         _AioStreamStream(side),
     ]
-
-
-# -- serving and calling endpoints ---------------------------------------------------------------
-
-
-class Codec(Protocol):
-    """Codec turns values into message bytes and back, per method, e.g. `JSONCodec`."""
-
-    def encode(self, method: str, value: Any) -> bytes:
-        """encode serialises a request or response of *method*, e.g. to JSON bytes."""
-        ...
-
-    def decode(self, method: str, data: bytes) -> Any:
-        """decode deserialises a message of *method*, e.g. into a request dataclass."""
-        ...
-
-
-class JSONCodec:
-    """JSONCodec encodes messages as JSON, e.g. ``JSONCodec(types={"sum": IntRequest})``.
-
-    Encoding turns dataclasses into objects and exceptions (a `kitobs.endpoint.Failer`'s
-    business error, say) into ``{"error": "<qualified class>", "message": "..."}``. Decoding
-    gives plain JSON values, or, for a method listed in *types*, ``types[method](**object)``.
-    Method names are the short ones (``"sum"``) or full ones (``"pkg.Svc/sum"``), as given to
-    `serve_endpoints` or `Client.call`.
-
-    Example::
-
-        >>> JSONCodec().decode("sum", JSONCodec().encode("sum", {"a": 1}))
-        {'a': 1}
-    """
-
-    __slots__ = ("_types",)
-
-    def __init__(self, types: Mapping[str, Callable[..., Any]] | None = None) -> None:
-        self._types = dict(types or {})
-
-    def encode(self, method: str, value: Any) -> bytes:
-        """encode serialises *value* as compact JSON."""
-        return json.dumps(value, default=_jsonable, separators=(",", ":")).encode()
-
-    def decode(self, method: str, data: bytes) -> Any:
-        """decode parses JSON, building ``types[method]`` from an object when listed."""
-        value = json.loads(data) if data else None
-        make = self._types.get(method)
-        if make is not None and isinstance(value, dict):
-            return make(**value)
-        return value
-
-
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in fields(value)}
-    if isinstance(value, BaseException):
-        return {"error": _error_type(value), "message": str(value)}
-    raise TypeError(f"{type(value).__qualname__} is not JSON serialisable")
-
-
-class StatusError(Exception):
-    """StatusError ends an endpoint served by `serve_endpoints` with a status, e.g. ``NOT_FOUND``.
-
-    Example: ``raise StatusError(grpc.StatusCode.NOT_FOUND, "no such user")``.
-    """
-
-    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
-        super().__init__(details or code.name)
-        self.code = code
-        self.details = details
-
-
-class Server:
-    """Server is a running gRPC server from `serve_endpoints`, e.g. ``server.port``; close it.
-
-    It is a context manager; `close` stops it (in-flight calls get *grace* seconds).
-    """
-
-    __slots__ = ("_pool", "_server", "host", "port")
-
-    def __init__(self, server: Any, host: str, port: int, pool: futures.Executor) -> None:
-        self._server = server
-        self._pool = pool
-        self.host = host
-        self.port = port
-
-    @property
-    def target(self) -> str:
-        """target is the address clients dial, e.g. ``127.0.0.1:50051``."""
-        return f"{self.host}:{self.port}"
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """wait blocks until the server stops or *timeout* passes; True when it stopped."""
-        return bool(self._server.wait_for_termination(timeout))
-
-    def close(self, grace: float | None = 1.0) -> None:
-        """close stops the server, waits until it has stopped, and ends its worker threads."""
-        self._server.stop(grace).wait()
-        self._pool.shutdown(wait=True)
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-#: The service endpoints are served under when their names have no ``Service/`` part.
-DEFAULT_SERVICE = "kitobs.Endpoints"
-
-
-def _path(method: str, service: str) -> str:
-    return f"/{method}" if "/" in method else f"/{service}/{method}"
-
-
-def _identity(data: bytes) -> bytes:
-    return data
-
-
-def serve_endpoints(
-    endpoints: Mapping[str, Endpoint],
-    kit: Kit,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    codec: Codec | None = None,
-    service: str = DEFAULT_SERVICE,
-    max_workers: int = 8,
-) -> Server:
-    """serve_endpoints serves endpoints as unary gRPC methods, e.g. ``/kitobs.Endpoints/sum``.
-
-    Each key of *endpoints* is a method name (served under *service*) or a full
-    ``pkg.Service/Method``. Requests and responses go through *codec* (default `JSONCodec`). The
-    server is instrumented with `ServerInterceptor` on *kit*'s metrics and tracer, started on
-    *host*:*port* (port 0 picks a free one, see `Server.port`) and returned running. An endpoint
-    raising `StatusError` ends the call with its code, any other exception with ``UNKNOWN``; a
-    business error (`kitobs.endpoint.Failer`) is part of the response, as in go-kit. Async
-    endpoints run to completion on the worker thread.
-
-    Raises:
-        ConfigError: no endpoints, or the address cannot be bound.
-    """
-    from kitobs.errors import ConfigError
-
-    if not endpoints:
-        raise ConfigError("serve_endpoints needs at least one endpoint")
-    codec = codec or JSONCodec()
-    handlers = {}
-    for name, endpoint in endpoints.items():
-        handlers[_path(name, service)] = grpc.unary_unary_rpc_method_handler(
-            _endpoint_behavior(name, endpoint, codec),
-            request_deserializer=_identity,
-            response_serializer=_identity,
-        )
-    pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kitobs-grpc")
-    server = grpc.server(pool, interceptors=[ServerInterceptor(kit.metrics, tracer=kit.tracer)])
-    server.add_generic_rpc_handlers((_PathHandler(handlers),))
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as exc:
-        server.stop(None)
-        pool.shutdown(wait=False)
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from exc
-    if not bound:
-        server.stop(None)
-        pool.shutdown(wait=False)
-        raise ConfigError(f"cannot listen on {host}:{port}")
-    server.start()
-    return Server(server, host, bound, pool)
-
-
-class _PathHandler(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
-    """_PathHandler looks handlers up by full path, e.g. ``/kitobs.Endpoints/sum``."""
-
-    __slots__ = ("_handlers",)
-
-    def __init__(self, handlers: dict[str, Any]) -> None:
-        self._handlers = handlers
-
-    def service(self, handler_call_details: Any) -> Any:
-        return self._handlers.get(handler_call_details.method)
-
-
-def _endpoint_behavior(
-    name: str, endpoint: Endpoint, codec: Codec
-) -> Callable[[bytes, Any], bytes]:
-    run_async = is_async(endpoint)
-
-    def behavior(data: bytes, context: Any) -> bytes:
-        request = codec.decode(name, data)
-        try:
-            response = asyncio.run(endpoint(request)) if run_async else endpoint(request)
-        except StatusError as exc:
-            context.abort(exc.code, exc.details)
-            raise  # abort raised already; keeps type checkers aware
-        return codec.encode(name, response)
-
-    return behavior
-
-
-class Client:
-    """Client calls unary gRPC methods on an instrumented channel, e.g. ``client.call("sum", r)``.
-
-    Calls go through `ClientInterceptor` on *kit*'s metrics and tracer, so each records
-    ``rpc_client_call_duration_seconds`` and a CLIENT span whose context travels in the metadata.
-    A failed call raises `grpc.RpcError` (``.code()`` tells the status). Close it when done.
-
-    Example::
-
-        client = Client(server.target, kit)
-        client.call("sum", {"a": 1, "b": 2})
-    """
-
-    __slots__ = ("_callables", "_channel", "_codec", "_service", "_timeout", "target")
-
-    def __init__(
-        self,
-        target: str,
-        kit: Kit,
-        *,
-        codec: Codec | None = None,
-        service: str = DEFAULT_SERVICE,
-        timeout: float | None = None,
-    ) -> None:
-        self.target = target
-        self._codec = codec or JSONCodec()
-        self._service = service
-        self._timeout = timeout
-        self._channel = grpc.intercept_channel(
-            grpc.insecure_channel(target),
-            ClientInterceptor(kit.metrics, tracer=kit.tracer, target=target),
-        )
-        self._callables: dict[str, Any] = {}
-
-    def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
-        """call sends *request* to *method* and returns the decoded response."""
-        stub = self._callables.get(method)
-        if stub is None:
-            stub = self._callables[method] = self._channel.unary_unary(
-                _path(method, self._service),
-                request_serializer=_identity,
-                response_deserializer=_identity,
-            )
-        data = stub(
-            self._codec.encode(method, request),
-            timeout=self._timeout if timeout is None else timeout,
-        )
-        return self._codec.decode(method, data)
-
-    def close(self) -> None:
-        """close closes the channel; later calls fail."""
-        self._channel.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
