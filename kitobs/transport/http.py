@@ -24,17 +24,17 @@ line (`AccessLog`). `exclude_paths` checks the paths servers leave unrecorded. E
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kitobs import contract
 from kitobs.config import DEFAULT_EXCLUDE_PATHS, HttpTransportSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.log import redact
+from kitobs.transport.core import CallLog
 
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
@@ -190,46 +190,21 @@ def exclude_paths(paths: Iterable[str]) -> frozenset[str]:
     return frozenset(checked)
 
 
-class AccessLog:
+class AccessLog(CallLog):
     """AccessLog writes one line per request served through a `kitobs.log.Logger`.
 
     The line is ``transport=http method=GET route=/users/{id} status=200 duration=0.0012``
     (duration in seconds), with ``trace_id``/``span_id`` when the logger adds them (a Kit's logger
     does: the request span is current). Successes and 4xx are written at info; a 5xx or an
     exception at error, with ``error=<error_type>``. Going through the logger, the line honours
-    its level, redaction and output. Example: ``AccessLog(kit.logger)``.
+    its level, redaction and output. It is the HTTP form of `kitobs.transport.core.CallLog`.
+    Example: ``AccessLog(kit.logger)``.
     """
 
-    __slots__ = ("error", "ok")
+    __slots__ = ()
 
     def __init__(self, logger: Logger) -> None:
-        target: Any = logger
-        with_ = getattr(target, "with_", None)
-        if callable(with_):
-            bound = with_("transport", "http")
-            prepare = getattr(bound, "prepare", None)
-            if callable(prepare):
-                # Keys encoded once: a request writes only its values.
-                self.ok: Callable[..., None] = prepare(
-                    "info", "method", "route", "status", "duration"
-                )
-                self.error: Callable[..., None] = prepare(
-                    "error", "method", "route", "status", "duration", "error"
-                )
-                return
-            info = getattr(bound, "info", bound.log)
-            error = getattr(bound, "error", bound.log)
-        else:
-            info = functools.partial(getattr(target, "info", target.log), "transport", "http")
-            error = functools.partial(getattr(target, "error", target.log), "transport", "http")
-        self.ok = functools.partial(_keyed, info, ("method", "route", "status", "duration"))
-        self.error = functools.partial(
-            _keyed, error, ("method", "route", "status", "duration", "error")
-        )
-
-
-def _keyed(emit: Callable[..., None], keys: tuple[str, ...], *values: object) -> None:
-    emit(*(item for pair in zip(keys, values, strict=True) for item in pair))
+        super().__init__(logger, "http", ("method", "route", "status", "duration"))
 
 
 class EnvironHeaders(Mapping[str, str]):

@@ -16,11 +16,13 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kitobs.contract import otel_attribute
+from kitobs.transport.core import CallLog
 from kitobs.transport.grpc.labels import SYSTEM
 
 if TYPE_CHECKING:
     from opentelemetry.context.context import Context
 
+    from kitobs.log import Logger
     from kitobs.metrics import Counter, Histogram, Provider
     from kitobs.tracing import Span, Tracer
 
@@ -94,6 +96,8 @@ class _Core:
     """_Core records calls of one side (server or client) into one histogram and one tracer."""
 
     __slots__ = (
+        "access",
+        "dropped_logs",
         "dropped_metrics",
         "dropped_spans",
         "error_codes",
@@ -109,10 +113,13 @@ class _Core:
         histogram: Histogram,
         tracer: Tracer | None,
         error_codes: frozenset[grpc.StatusCode],
+        logger: Logger | None = None,
     ) -> None:
         self.histogram = histogram
         self.dropped_metrics = metrics.dropped("metrics", "grpc_error")
         self.dropped_spans = metrics.dropped("spans", "grpc_error")
+        self.dropped_logs = metrics.dropped("logs", "grpc_error")
+        self.access = CallLog(logger, "grpc", ("method", "status", "duration")) if logger else None
         self.tracer = tracer
         self.error_codes = error_codes
         self.methods: dict[str, _Method] = {}
@@ -133,13 +140,16 @@ class _Core:
         exc: BaseException | None,
         details: str | None,
     ) -> None:
-        """record observes the duration and ends the span; it never raises."""
+        """record observes the duration, writes the access line and ends the span; never raises."""
         seconds = _perf_counter() - call.begin
         status = _NAMES.get(code) or _NAMES[_UNKNOWN]
         try:
             call.method.observe(status, error_type, seconds)
         except Exception:
             _drop(self.dropped_metrics)
+        access = self.access
+        if access is not None:
+            self._log(access, call, code, status, error_type, seconds)
         span = call.span
         if span is None:
             return
@@ -159,6 +169,31 @@ class _Core:
                 span.end()
         except Exception:
             _drop(self.dropped_spans)
+
+    def _log(
+        self,
+        access: CallLog,
+        call: _Call,
+        code: grpc.StatusCode,
+        status: str,
+        error_type: str,
+        seconds: float,
+    ) -> None:
+        # Written while the call's span is current, so the line carries its trace ids: a unary
+        # call's span is current already, a streaming call's only while its handler runs.
+        context = call.context if call.span is not None and not call.scoped else None
+        try:
+            token = _attach(context) if context is not None else None
+            try:
+                if code in self.error_codes:
+                    access.error(call.method.name, status, seconds, error_type)
+                else:
+                    access.ok(call.method.name, status, seconds)
+            finally:
+                if token is not None:
+                    _detach(token)
+        except Exception:
+            _drop(self.dropped_logs)
 
 
 def _drop(counter: Counter) -> None:

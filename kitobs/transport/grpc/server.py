@@ -91,7 +91,8 @@ def serve_endpoints(
 
     Each key of *endpoints* is a method name (served under *service*) or a full
     ``pkg.Service/Method``. Requests and responses go through *codec* (default `JSONCodec`). The
-    server is instrumented with `ServerInterceptor` on *kit*'s metrics and tracer, started on
+    server is instrumented with `ServerInterceptor` on *kit*'s metrics and tracer (and its
+    logger for the access lines, unless ``transport.grpc.access_log`` is off), started on
     *host*:*port* (port 0 picks a free one, see `Server.port`) and returned running. An endpoint
     raising `StatusError` ends the call with its code, any other exception with ``UNKNOWN``; a
     business error (`kitobs.endpoint.Failer`) is part of the response, as in go-kit. Async
@@ -113,7 +114,9 @@ def serve_endpoints(
             response_serializer=_identity,
         )
     pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kitobs-grpc")
-    server = grpc.server(pool, interceptors=[ServerInterceptor(kit.metrics, tracer=kit.tracer)])
+    logger = kit.logger if kit.settings.transport.grpc.access_log else None
+    interceptor = ServerInterceptor(kit.metrics, tracer=kit.tracer, logger=logger)
+    server = grpc.server(pool, interceptors=[interceptor])
     server.add_generic_rpc_handlers((_PathHandler(handlers),))
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
