@@ -80,6 +80,7 @@ MOVED = [
     ("kitobs.contract", "kitobs.metrics.selfmetrics", "RECORD_DROP_REASONS"),
     ("kitobs.contract", "kitobs.metrics.selfmetrics", "PROCESS_FAMILIES"),
     ("kitobs.transport.grpc", "kitobs.contract", "OTHER_METHOD"),
+    ("kitobs.transport.http", "kitobs.transport.core", "Tracer"),
     *(
         ("kitobs.transport.grpc", f"kitobs.transport.grpc.{module}", name)
         for module, names in {

@@ -12,19 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
-from opentelemetry.trace import SpanKind, StatusCode
 
 from kitobs.contract import otel_attribute
-from kitobs.transport.core import CallLog
+from kitobs.transport.core import Call, Instruments, exception_type
 from kitobs.transport.grpc.labels import SYSTEM
 
 if TYPE_CHECKING:
-    from opentelemetry.context.context import Context
-
     from kitobs.log import Logger
-    from kitobs.metrics import Counter, Histogram, Provider
-    from kitobs.tracing import Span, Tracer
+    from kitobs.metrics import Counter, Histogram, MetricSpec, Provider
+    from kitobs.tracing import Tracer
 
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
@@ -47,19 +43,13 @@ _A_ORIGINAL = "rpc.method_original"
 _A_ADDRESS = otel_attribute("server_address")
 _A_PORT = otel_attribute("server_port")
 
+# Label tuples kept per method: 17 codes times the handler's exception classes, bounded.
+_LABELS_MAX = 256
+
 _perf_counter = time.perf_counter
 _attach = otel_context.attach
 _detach = otel_context.detach
-_set_span_in_context = otel_trace.set_span_in_context
-_SERVER = SpanKind.SERVER
-_CLIENT = SpanKind.CLIENT
-_ERROR = StatusCode.ERROR
-
-
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+_error_type = exception_type
 
 
 def _carrier(metadata: Any) -> dict[str, str]:
@@ -73,63 +63,61 @@ def _carrier(metadata: Any) -> dict[str, str]:
 
 
 class _Method:
-    """_Method holds what is bound once per method: the histogram child and span attributes."""
+    """_Method holds what is bound once per method: its label and span attributes."""
 
-    __slots__ = ("attributes", "children", "histogram", "name")
+    __slots__ = ("attributes", "labels", "name")
 
-    def __init__(self, histogram: Histogram, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
         self.name = name
-        self.histogram = histogram.with_labels(rpc_system_name=SYSTEM, rpc_method=name)
-        self.children: dict[tuple[str, str], Histogram] = {}
+        # Per status: the histogram's label values, made once (bounded: 17 codes).
+        self.labels: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         self.attributes = {_A_SYSTEM: SYSTEM, _A_METHOD: name, **attributes}
-
-    def observe(self, status: str, error_type: str, seconds: float) -> None:
-        key = (status, error_type)
-        child = self.children.get(key)
-        if child is None:
-            # Bounded: 17 codes times the handler's exception classes.
-            child = self.children[key] = self.histogram.labels(status, error_type)
-        child.observe(seconds)
 
 
 class _Core:
-    """_Core records calls of one side (server or client) into one histogram and one tracer."""
+    """_Core records calls of one side (server or client), on `kitobs.transport.core`."""
 
-    __slots__ = (
-        "access",
-        "dropped_logs",
-        "dropped_metrics",
-        "dropped_spans",
-        "error_codes",
-        "histogram",
-        "methods",
-        "pending",
-        "tracer",
-    )
+    __slots__ = ("error_codes", "instruments", "methods", "pending", "tracer")
 
     def __init__(
         self,
         metrics: Provider,
-        histogram: Histogram,
+        duration: MetricSpec[Histogram],
         tracer: Tracer | None,
         error_codes: frozenset[grpc.StatusCode],
         logger: Logger | None = None,
+        *,
+        kind: str,
     ) -> None:
-        self.histogram = histogram
-        self.dropped_metrics = metrics.dropped("metrics", "grpc_error")
-        self.dropped_spans = metrics.dropped("spans", "grpc_error")
-        self.dropped_logs = metrics.dropped("logs", "grpc_error")
-        self.access = CallLog(logger, "grpc", ("method", "status", "duration")) if logger else None
+        self.instruments = Instruments(
+            metrics,
+            duration,
+            SYSTEM,  # recording failures: reason="grpc_error"
+            kind=kind,
+            tracer=tracer,
+            logger=logger,
+            log_keys=("method", "status"),
+        )
         self.tracer = tracer
         self.error_codes = error_codes
         self.methods: dict[str, _Method] = {}
         # aio clients read the status in a task; keep a reference until it ran.
         self.pending: set[asyncio.Task[None]] = set()
 
+    @property
+    def dropped_spans(self) -> Counter:
+        """dropped_spans counts span recording failures, ``reason="grpc_error"``."""
+        return self.instruments.dropped_spans
+
+    @property
+    def dropped_metrics(self) -> Counter:
+        """dropped_metrics counts metric recording failures, ``reason="grpc_error"``."""
+        return self.instruments.dropped_metrics
+
     def method(self, name: str, attributes: dict[str, Any] | None = None) -> _Method:
         state = self.methods.get(name)
         if state is None:
-            state = self.methods[name] = _Method(self.histogram, name, attributes or {})
+            state = self.methods[name] = _Method(name, attributes or {})
         return state
 
     def record(
@@ -141,79 +129,50 @@ class _Core:
         details: str | None,
     ) -> None:
         """record observes the duration, writes the access line and ends the span; never raises."""
-        seconds = _perf_counter() - call.begin
+        method = call.method
         status = _NAMES.get(code) or _NAMES[_UNKNOWN]
-        try:
-            call.method.observe(status, error_type, seconds)
-        except Exception:
-            _drop(self.dropped_metrics)
-        access = self.access
-        if access is not None:
-            self._log(access, call, code, status, error_type, seconds)
-        span = call.span
-        if span is None:
+        labels = method.labels.get((status, error_type))
+        if labels is None:
+            labels = (SYSTEM, method.name, status, error_type)
+            if len(method.labels) < _LABELS_MAX:
+                method.labels[(status, error_type)] = labels
+        failed = code in self.error_codes
+        if call.span is None:
+            self.instruments.finish(call, labels, (method.name, status), failed, error_type)
             return
-        try:
-            span.set_attribute(_A_STATUS, status)
-            if error_type:
-                span.set_attribute(_A_ERROR, error_type)
-            if code in self.error_codes:
-                if exc is not None and error_type != status:
-                    span.record_exception(exc, escaped=True)
-                span.set_status(_ERROR, f"{status}: {details}" if details else status)
-            if call.scoped:
-                # A scoped span restores the context it replaced when it exits.
-                call.scoped = False
-                span.__exit__(None, None, None)
-            else:
-                span.end()
-        except Exception:
-            _drop(self.dropped_spans)
-
-    def _log(
-        self,
-        access: CallLog,
-        call: _Call,
-        code: grpc.StatusCode,
-        status: str,
-        error_type: str,
-        seconds: float,
-    ) -> None:
-        # Written while the call's span is current, so the line carries its trace ids: a unary
-        # call's span is current already, a streaming call's only while its handler runs.
-        context = call.context if call.span is not None and not call.scoped else None
-        try:
-            token = _attach(context) if context is not None else None
-            try:
-                if code in self.error_codes:
-                    access.error(call.method.name, status, seconds, error_type)
-                else:
-                    access.ok(call.method.name, status, seconds)
-            finally:
-                if token is not None:
-                    _detach(token)
-        except Exception:
-            _drop(self.dropped_logs)
+        attributes = (
+            {_A_STATUS: status, _A_ERROR: error_type} if error_type else {_A_STATUS: status}
+        )
+        self.instruments.finish(
+            call,
+            labels,
+            (method.name, status),
+            failed,
+            error_type,
+            exc if error_type != status else None,  # a status alone is no exception event
+            attributes,
+            None,
+            f"{status}: {details}" if details else status,
+        )
 
 
 def _drop(counter: Counter) -> None:
-    # The drop counter itself failing must not reach the call.
-    with contextlib.suppress(Exception):
-        counter.add(1.0)
+    Instruments.drop(counter)
 
 
-class _Call:
+class _Call(Call):
     """_Call is the state of one call in flight; it is also the client's done-callback."""
 
-    __slots__ = ("begin", "context", "core", "done", "method", "scoped", "span")
+    __slots__ = ("core", "done", "method")
 
-    def __init__(self, core: _Core, method: _Method, span: Span | None) -> None:
+    def __init__(self, core: _Core, method: _Method) -> None:
+        # Call.__init__ inlined: one Python frame less per call.
+        self.begin = _perf_counter()
+        self.span: Any = None
+        self.context: Any = None
+        self.token: Any = None
         self.core = core
         self.method = method
-        self.span = span
-        self.begin = _perf_counter()
-        self.scoped = False
-        self.context: Context | None = None
         self.done = False
 
     # Client side: grpcio calls this with the finished call (a grpc.Call / grpc.Future).

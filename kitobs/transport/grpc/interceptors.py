@@ -34,12 +34,10 @@ from kitobs.transport.grpc._record import (
     _A_PORT,
     _ALL_ERROR_CODES,
     _CANCELLED,
-    _CLIENT,
     _DEADLINE,
     _DEADLINE_SLACK,
     _NAMES,
     _OK,
-    _SERVER,
     _UNIMPLEMENTED,
     _UNKNOWN,
     _attach,
@@ -47,11 +45,9 @@ from kitobs.transport.grpc._record import (
     _carrier,
     _Core,
     _detach,
-    _drop,
     _error_type,
     _is_cancel,
     _Method,
-    _set_span_in_context,
 )
 from kitobs.transport.grpc.labels import OTHER_METHOD, SERVER_ERROR_CODES, method_label
 
@@ -118,11 +114,7 @@ class _ServerSide:
         self, metrics: Provider, tracer: Tracer | None, logger: Logger | None, *, aio: bool
     ) -> None:
         self.core = _Core(
-            metrics,
-            metrics.declare(RPC_SERVER_CALL_DURATION),
-            tracer,
-            SERVER_ERROR_CODES,
-            logger,
+            metrics, RPC_SERVER_CALL_DURATION, tracer, SERVER_ERROR_CODES, logger, kind="server"
         )
         self.aio = aio
         # Per method: the handler grpcio gave us and our wrapper, reused while it is the same.
@@ -139,28 +131,18 @@ class _ServerSide:
         return wrapped
 
     def start(self, method: _Method, context: Any, scoped: bool) -> _Call:
-        tracer = self.core.tracer
-        if tracer is None:
-            return _Call(self.core, method, None)
-        try:
-            parent = tracer.extract(_carrier(context.invocation_metadata()))
-            if scoped:
-                span = tracer.span(
-                    method.name, kind=_SERVER, attributes=method.attributes, context=parent
-                )
-                call = _Call(self.core, method, span)
-                span.__enter__()
-                call.scoped = True
-            else:
-                span = tracer.start_span(
-                    method.name, kind=_SERVER, attributes=method.attributes, context=parent
-                )
-                call = _Call(self.core, method, span)
-                call.context = _set_span_in_context(span, parent)
+        core = self.core
+        call = _Call(core, method)
+        if core.tracer is None:
             return call
-        except Exception:
-            _drop(self.core.dropped_spans)
-            return _Call(self.core, method, None)
+        try:
+            carrier = _carrier(context.invocation_metadata())
+        except Exception:  # a context without metadata: a span without a remote parent
+            carrier = None
+        # A scoped span is current until the call is recorded; a streaming call's is made
+        # current (call.context) only while its handler runs.
+        core.instruments.start_span(call, method.name, method.attributes, carrier, None, scoped)
+        return call
 
     def finish(self, call: _Call, context: Any, exc: BaseException | None) -> None:
         if call.done:
@@ -456,10 +438,7 @@ class _ClientSide:
 
     def __init__(self, metrics: Provider, tracer: Tracer | None, target: str | None) -> None:
         self.core = _Core(
-            metrics,
-            metrics.declare(RPC_CLIENT_CALL_DURATION),
-            tracer,
-            _ALL_ERROR_CODES,
+            metrics, RPC_CLIENT_CALL_DURATION, tracer, _ALL_ERROR_CODES, kind="client"
         )
         self.peer = _peer_attributes(target)
 
@@ -476,18 +455,14 @@ class _ClientSide:
             remaining = deadline - time.monotonic()
             if details.timeout is None or details.timeout > remaining:
                 details = _with_details(details, {}, remaining, aio=aio)
-        tracer = core.tracer
-        if tracer is None:
-            return _Call(core, method, None), details
-        try:
-            span = tracer.start_span(method.name, kind=_CLIENT, attributes=method.attributes)
-            carrier: dict[str, str] = {}
-            tracer.inject(carrier, _set_span_in_context(span))
-            call = _Call(core, method, span)
-            return call, _with_details(details, carrier, details.timeout, aio=aio)
-        except Exception:
-            _drop(core.dropped_spans)
-            return _Call(core, method, None), details
+        call = _Call(core, method)
+        if core.tracer is None:
+            return call, details
+        carrier: dict[str, str] = {}
+        core.instruments.start_span(call, method.name, method.attributes, None, carrier, False)
+        if call.span is None:  # starting it failed (counted): the call goes out untraced
+            return call, details
+        return call, _with_details(details, carrier, details.timeout, aio=aio)
 
 
 def _with_details(
