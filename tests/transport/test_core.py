@@ -5,8 +5,10 @@ Driven directly with kitobs' own provider, tracer and logger, as a new transport
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +180,13 @@ def test_http_recording_failures_are_counted() -> None:
 def test_an_unknown_span_kind_is_refused_at_construction() -> None:
     with pytest.raises(ConfigError, match="span kind"):
         Instruments(memory.Provider(), RPC_SERVER_CALL_DURATION, "nats", kind="sever")
+
+
+def test_the_writing_a_transport_example_runs() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "transports.md").read_text()
+    section = text[text.index("## Writing a transport") :]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(block, "docs/transports.md", "exec"), {})  # its own asserts check the trace
+    assert "transport=memq subject=orders.create status=OK" in printed.getvalue()

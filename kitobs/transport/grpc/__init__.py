@@ -62,7 +62,9 @@ a `Codec`) and `Client` calls them.
 The interceptor classes subclass grpcio's interceptor base classes because grpcio selects
 interceptors with ``isinstance``. The interceptors never raise into the call: a failure while
 recording is counted in ``kitobs_telemetry_dropped_total`` with ``reason="grpc_error"`` and
-``signal="metrics"`` or ``"spans"``.
+``signal="metrics"``, ``"spans"`` or ``"logs"``. The recording itself is `kitobs.transport.core`'s.
+With ``logger=``, the server interceptors write one access line per call (see
+`ServerInterceptor`).
 """
 
 from kitobs.transport.grpc.client import Client
