@@ -77,7 +77,7 @@ class _Method:
 class _Core:
     """_Core records calls of one side (server or client), on `kitobs.transport.core`."""
 
-    __slots__ = ("error_codes", "instruments", "methods", "pending", "tracer")
+    __slots__ = ("error_codes", "instruments", "methods", "pending", "statuses", "tracer")
 
     def __init__(
         self,
@@ -100,6 +100,8 @@ class _Core:
         )
         self.tracer = tracer
         self.error_codes = error_codes
+        # Per code: its label value and whether the call failed (an error span, an error line).
+        self.statuses = {code: (_NAMES[code], code in error_codes) for code in grpc.StatusCode}
         self.methods: dict[str, _Method] = {}
         # aio clients read the status in a task; keep a reference until it ran.
         self.pending: set[asyncio.Task[None]] = set()
@@ -130,13 +132,13 @@ class _Core:
     ) -> None:
         """record observes the duration, writes the access line and ends the span; never raises."""
         method = call.method
-        status = _NAMES.get(code) or _NAMES[_UNKNOWN]
+        # One look-up for both: hashing a StatusCode runs Python code (enum's __hash__).
+        status, failed = self.statuses.get(code) or self.statuses[_UNKNOWN]
         labels = method.labels.get((status, error_type))
         if labels is None:
             labels = (SYSTEM, method.name, status, error_type)
             if len(method.labels) < _LABELS_MAX:
                 method.labels[(status, error_type)] = labels
-        failed = code in self.error_codes
         if call.span is None:
             self.instruments.finish(call, labels, (method.name, status), failed, error_type)
             return
