@@ -359,7 +359,7 @@ class ServerInstruments:
             return
         meth = call.method
         if call.span is None:
-            core.finish(call, (meth, rt, st, call.scheme, err), (meth, rt, st), bool(err), err)
+            core.finish(call, (meth, rt, st, call.scheme, err), (meth, rt, st), err != "", err)
             return
         attributes: dict[str, Any] = {}
         name = None
@@ -371,7 +371,7 @@ class ServerInstruments:
         if err:
             attributes["error.type"] = err
         core.finish(
-            call, (meth, rt, st, call.scheme, err), (meth, rt, st), bool(err), err, exc,
+            call, (meth, rt, st, call.scheme, err), (meth, rt, st), err != "", err, exc,
             attributes, name,
         )  # fmt: skip
 
@@ -485,4 +485,4 @@ class ClientInstruments:
             attributes["http.response.status_code"] = code
         if err:
             attributes["error.type"] = err
-        core.finish(call, labels, failed=bool(err), error_type=err, exc=exc, attributes=attributes)
+        core.finish(call, labels, None, err != "", err, exc, attributes)
