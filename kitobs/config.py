@@ -59,6 +59,11 @@ __all__ = [
     "TransportSettings",
     "HttpTransportSettings",
     "GrpcTransportSettings",
+    "CircuitBreakerSettings",
+    "RateLimitSettings",
+    "AuthSettings",
+    "BasicAuthSettings",
+    "JwtAuthSettings",
     "KeyInfo",
     "load",
     "all_keys",
@@ -497,6 +502,132 @@ class TransportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitBreakerSettings:
+    """CircuitBreakerSettings are the parameters of breakers built from configuration.
+
+    E.g. ``[circuitbreaker] consecutive_failures = 3``; every breaker
+    `kitobs.circuitbreaker.from_config` builds uses them, arguments given in code win.
+    """
+
+    consecutive_failures: int = _key(
+        5, "Consecutive failures in the closed state that open the breaker.", minimum=1
+    )
+    open_timeout: float = _key(
+        60.0,
+        "Seconds the breaker stays open before letting probes through (half-open).",
+        duration=True,
+        minimum=0.0,
+    )
+    half_open_requests: int = _key(
+        1,
+        "Probes let through in the half-open state; that many successes close the breaker.",
+        minimum=1,
+    )
+    probe_timeout: float = _key(
+        0.0,
+        "Seconds a half-open probe may take: its request deadline is moved to at most that far "
+        "ahead, so its client calls give up in time; 0 leaves the deadline as it is.",
+        duration=True,
+        minimum=0.0,
+    )
+    interval: float = _key(
+        0.0,
+        "Seconds of the closed state's counting window, after which the counts start again; "
+        "0 keeps counting until the state changes.",
+        duration=True,
+        minimum=0.0,
+    )
+    failures: str = _key(
+        "both",
+        "What counts as a failure: raised exceptions, business errors (a failed response), "
+        "or both.",
+        choices=("exception", "business", "both"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """RateLimitSettings are the parameters of limiters built from configuration.
+
+    E.g. ``[ratelimit] rate = 100``; every limiter `kitobs.ratelimit.from_config` builds uses
+    them, arguments given in code win.
+    """
+
+    rate: float = _key(10.0, "Tokens added per second.", minimum=0.001)
+    burst: int = _key(10, "Bucket size: the most calls let through at once.", minimum=1)
+    max_keys: int = _key(
+        10000,
+        "Buckets a keyed limiter keeps; beyond it the least recently used is evicted (counted).",
+        minimum=1,
+    )
+    max_wait: float = _key(
+        0.0,
+        "Longest wait of the delaying form (kitobs.ratelimit.delaying), in seconds; 0 waits as "
+        "long as the request's deadline allows (and without a deadline, as long as it takes).",
+        duration=True,
+        minimum=0.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuthSettings:
+    """BasicAuthSettings configure `kitobs.auth.basic`, e.g. ``[auth.basic] realm = "api"``."""
+
+    realm: str = _key(
+        "kitobs", "Realm named in the WWW-Authenticate: Basic header of a refused request."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class JwtAuthSettings:
+    """JwtAuthSettings configure `kitobs.auth.jwt`, e.g. ``algorithms = ["RS256"]``."""
+
+    algorithms: tuple[str, ...] = _key(
+        (),
+        "Algorithms a token may be signed with, e.g. RS256,ES256; required. none is never "
+        "accepted, and HS* cannot be listed with asymmetric ones (key confusion).",
+    )
+    audience: tuple[str, ...] = _key(
+        (),
+        "Accepted aud values; a token must name one. Empty refuses any token with an aud.",
+    )
+    issuer: str = _key("", "Required iss of every token; empty skips the issuer check.")
+    leeway: float = _key(
+        0.0, "Seconds of clock skew allowed on exp, nbf and iat.", duration=True, minimum=0.0
+    )
+    required_claims: tuple[str, ...] = _key(
+        ("exp",), "Claims every token must carry, e.g. exp,iat,sub."
+    )
+    realm: str = _key("", "Realm of the WWW-Authenticate: Bearer header; empty leaves it out.")
+    jwks_url: str = _key(
+        "", "URL of the identity provider's JSON Web Key Set; the keys when none are given."
+    )
+    jwks_refresh_interval: float = _key(
+        300.0,
+        "Seconds between background fetches of the key set.",
+        duration=True,
+        minimum=1.0,
+    )
+    jwks_refetch_interval: float = _key(
+        30.0,
+        "Fewest seconds between two fetches that tokens with an unknown kid trigger.",
+        duration=True,
+        minimum=0.0,
+    )
+    jwks_timeout: float = _key(
+        5.0, "Seconds one key set fetch may take.", duration=True, minimum=0.001
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """AuthSettings configure the auth middleware, e.g. ``[auth.jwt]``."""
+
+    basic: BasicAuthSettings = _section(BasicAuthSettings)
+    jwt: JwtAuthSettings = _section(JwtAuthSettings)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Settings is the whole configuration, e.g. ``load().log.level``."""
 
@@ -506,6 +637,9 @@ class Settings:
     metrics: MetricsSettings = _section(MetricsSettings)
     tracing: TracingSettings = _section(TracingSettings)
     transport: TransportSettings = _section(TransportSettings)
+    circuitbreaker: CircuitBreakerSettings = _section(CircuitBreakerSettings)
+    ratelimit: RateLimitSettings = _section(RateLimitSettings)
+    auth: AuthSettings = _section(AuthSettings)
 
 
 # --------------------------------------------------------------------------------------------

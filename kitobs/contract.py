@@ -57,6 +57,19 @@ __all__ = [
     "RPC_SERVER_CALL_DURATION",
     "RPC_CLIENT_CALL_DURATION",
     "ENDPOINT_DURATION",
+    "BREAKER_STATE",
+    "BREAKER_TRANSITIONS",
+    "BREAKER_REJECTED",
+    "BREAKER_STATES",
+    "BREAKER_REJECT_REASONS",
+    "RATELIMIT_DECISIONS",
+    "RATELIMIT_WAIT_DURATION",
+    "RATELIMIT_KEYS_EVICTED",
+    "RATELIMIT_DECISION_VALUES",
+    "AUTH_FAILURES",
+    "AUTH_JWKS_REFRESHES",
+    "AUTH_SCHEMES",
+    "AUTH_FAILURE_REASONS",
     "TELEMETRY_DROPPED",
     "LABEL_SETS_FOLDED",
     "ALL",
@@ -92,10 +105,44 @@ ATTRIBUTE_NAMES: dict[str, str] = {
     "signal": "kitobs.signal",
     "reason": "kitobs.reason",
     "metric": "kitobs.metric",
+    "breaker": "kitobs.breaker",
+    "from": "kitobs.breaker.from",
+    "to": "kitobs.breaker.to",
+    "limiter": "kitobs.limiter",
+    "decision": "kitobs.limiter.decision",
+    "scheme": "kitobs.auth.scheme",
+    "result": "kitobs.result",
 }
 
 #: Outcomes of an endpoint call, the values of the ``outcome`` label.
-OUTCOMES: tuple[str, ...] = ("success", "business_error", "exception")
+#: ``rejected`` (an open circuit breaker), ``limited`` (a rate limiter) and ``unauthenticated``
+#: (auth middleware) are calls the toolkit middleware refused; dashboards count them as errors and
+#: also show them on their own.
+OUTCOMES: tuple[str, ...] = (
+    "success",
+    "business_error",
+    "exception",
+    "rejected",
+    "limited",
+    "unauthenticated",
+)
+#: Values of ``kitobs_breaker_state``, gobreaker's numbering: closed 0, half-open 1, open 2.
+BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
+#: ``reason`` of ``kitobs_breaker_rejected_total``.
+BREAKER_REJECT_REASONS: tuple[str, ...] = ("open", "half_open_full")
+#: ``decision`` of ``kitobs_ratelimit_decisions_total``.
+RATELIMIT_DECISION_VALUES: tuple[str, ...] = ("allowed", "limited")
+#: ``scheme`` of ``kitobs_auth_failures_total``.
+AUTH_SCHEMES: tuple[str, ...] = ("basic", "bearer")
+#: ``reason`` of ``kitobs_auth_failures_total``.
+AUTH_FAILURE_REASONS: tuple[str, ...] = (
+    "missing",
+    "malformed",
+    "expired",
+    "not_active",
+    "invalid",
+    "unexpected_alg",
+)
 #: ``http_route`` of a request that matched no route.
 UNMATCHED_ROUTE = "unmatched"
 #: ``http_request_method`` of a method outside `KNOWN_METHODS`.
@@ -183,10 +230,81 @@ ENDPOINT_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="kitobs_endpoint_duration",
     kind="histogram",
     unit="seconds",
-    help="Duration of endpoint calls, by outcome (success, business_error, exception).",
+    help=(
+        "Duration of endpoint calls, by outcome (success, business_error, exception; "
+        "rejected, limited, unauthenticated when toolkit middleware refused the call)."
+    ),
     labels=("endpoint", "outcome"),
     otel="kitobs.endpoint.duration",
     buckets=DURATION_BUCKETS,
+)
+BREAKER_STATE: MetricSpec[Gauge] = MetricSpec(
+    name="kitobs_breaker_state",
+    kind="gauge",
+    unit="",
+    help="State of a circuit breaker: 0 closed, 1 half-open, 2 open.",
+    labels=("breaker",),
+    otel="kitobs.breaker.state",
+)
+BREAKER_TRANSITIONS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_breaker_transitions",
+    kind="counter",
+    unit="",
+    help="Circuit breaker state changes, by the state left and the state entered.",
+    labels=("breaker", "from", "to"),
+    otel="kitobs.breaker.transitions",
+)
+BREAKER_REJECTED: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_breaker_rejected",
+    kind="counter",
+    unit="",
+    help="Calls a circuit breaker refused, by reason (open, half_open_full).",
+    labels=("breaker", "reason"),
+    otel="kitobs.breaker.rejected",
+)
+RATELIMIT_DECISIONS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_ratelimit_decisions",
+    kind="counter",
+    unit="",
+    help="Rate limiter decisions, by decision (allowed, limited).",
+    labels=("limiter", "decision"),
+    otel="kitobs.ratelimit.decisions",
+)
+RATELIMIT_WAIT_DURATION: MetricSpec[Histogram] = MetricSpec(
+    name="kitobs_ratelimit_wait_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Time a delaying rate limiter held calls before letting them through.",
+    labels=("limiter",),
+    otel="kitobs.ratelimit.wait.duration",
+    buckets=DURATION_BUCKETS,
+)
+RATELIMIT_KEYS_EVICTED: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_ratelimit_keys_evicted",
+    kind="counter",
+    unit="",
+    help="Buckets a keyed rate limiter evicted (least recently used) to stay within its key bound.",
+    labels=("limiter",),
+    otel="kitobs.ratelimit.keys.evicted",
+)
+AUTH_FAILURES: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_auth_failures",
+    kind="counter",
+    unit="",
+    help=(
+        "Requests auth middleware refused, by scheme (basic, bearer) and reason (missing, "
+        "malformed, expired, not_active, invalid, unexpected_alg)."
+    ),
+    labels=("scheme", "reason"),
+    otel="kitobs.auth.failures",
+)
+AUTH_JWKS_REFRESHES: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_auth_jwks_refreshes",
+    kind="counter",
+    unit="",
+    help="JWKS key set fetches, by result (success, failure).",
+    labels=("result",),
+    otel="kitobs.auth.jwks.refreshes",
 )
 
 #: Every metric of the contract, in table order.
@@ -197,6 +315,14 @@ ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...]
     RPC_SERVER_CALL_DURATION,
     RPC_CLIENT_CALL_DURATION,
     ENDPOINT_DURATION,
+    BREAKER_STATE,
+    BREAKER_TRANSITIONS,
+    BREAKER_REJECTED,
+    RATELIMIT_DECISIONS,
+    RATELIMIT_WAIT_DURATION,
+    RATELIMIT_KEYS_EVICTED,
+    AUTH_FAILURES,
+    AUTH_JWKS_REFRESHES,
     TELEMETRY_DROPPED,
     LABEL_SETS_FOLDED,
 )

@@ -8,6 +8,22 @@ The tree::
 
 Recording calls (a log line, a metric update, a span end) never raise; their failures go to an
 error handler and are counted.
+
+Apart from these, the toolkit middleware refuses requests at call time by raising a
+`kitobs.endpoint.RequestError` to the endpoint's caller. Those are not kitobs failures but
+answers, each carrying its HTTP status, headers, gRPC status and ``outcome`` label value::
+
+    RequestError(Exception)                     kitobs.endpoint
+    ├── Unauthenticated                         kitobs.auth: 401, WWW-Authenticate,
+    │                                           UNAUTHENTICATED, outcome "unauthenticated"
+    ├── LimitedError                            kitobs.ratelimit: 429, Retry-After,
+    │                                           RESOURCE_EXHAUSTED, outcome "limited"
+    └── OpenError                               kitobs.circuitbreaker: 503, Retry-After,
+        └── HalfOpenFullError                   UNAVAILABLE, outcome "rejected"
+
+The WSGI and ASGI servers, the Flask, Starlette/FastAPI and Django integrations and the gRPC
+server answer them with that status and those headers (`kitobs.transport.http.encode_error`);
+`kitobs.instrument` and the endpoint middlewares record them under their own outcome.
 """
 
 from __future__ import annotations

@@ -44,10 +44,20 @@ _CLIENT = contract.HTTP_CLIENT_REQUEST_DURATION
 _RPC_SERVER = contract.RPC_SERVER_CALL_DURATION
 _RPC_CLIENT = contract.RPC_CLIENT_CALL_DURATION
 _ENDPOINT = contract.ENDPOINT_DURATION
+_BREAKER_STATE = contract.BREAKER_STATE
+_BREAKER_TRANSITIONS = contract.BREAKER_TRANSITIONS
+_BREAKER_REJECTED = contract.BREAKER_REJECTED
+_DECISIONS = contract.RATELIMIT_DECISIONS
+_WAIT = contract.RATELIMIT_WAIT_DURATION
+_EVICTED = contract.RATELIMIT_KEYS_EVICTED
+_AUTH_FAILURES = contract.AUTH_FAILURES
+_JWKS = contract.AUTH_JWKS_REFRESHES
 _DROPPED = contract.TELEMETRY_DROPPED
 _FOLDED = contract.LABEL_SETS_FOLDED
 
 _SUCCESS = contract.OUTCOMES[0]
+#: Outcomes of calls the toolkit middleware refused: errors, and also shown on their own.
+_REFUSED = ("rejected", "limited", "unauthenticated")
 
 
 def _legend(spec: q.Spec, *labels: str, prefix: str = "") -> str:
@@ -137,6 +147,85 @@ def _label_variable(name: str, title: str, spec: q.Spec, label: str) -> JSON:
     return query_variable(name, title, q.series(spec, "_count"), q.label(spec, label))
 
 
+def _counter_rate_panel(
+    title: str, spec: q.Spec, by: Sequence[str], unit: str = "cps", *, stack: bool = False
+) -> JSON:
+    return timeseries(
+        title,
+        f"Rate of `{spec.prometheus_name}`, by {', '.join(by)}.",
+        unit,
+        [
+            target(
+                q.sum_by([q.label(spec, name) for name in by], q.rate(q.series(spec))),
+                _legend(spec, *by),
+            )
+        ],
+        stack=stack,
+    )
+
+
+def _resilience() -> tuple[Cell, ...]:
+    refused = [q.regex(_ENDPOINT, "outcome", "|".join(_REFUSED))]
+    return (
+        Cell(
+            timeseries(
+                "Circuit breaker state",
+                f"`{_BREAKER_STATE.prometheus_name}` by breaker: 0 closed, 1 half-open, 2 open.",
+                "short",
+                [
+                    target(
+                        q.max_by([q.label(_BREAKER_STATE, "breaker")], q.series(_BREAKER_STATE)),
+                        _legend(_BREAKER_STATE, "breaker"),
+                    )
+                ],
+                max_value=2,
+            ),
+            w=6,
+        ),
+        Cell(
+            _counter_rate_panel(
+                "Breaker transitions", _BREAKER_TRANSITIONS, ("breaker", "from", "to")
+            ),
+            w=6,
+        ),
+        Cell(
+            _counter_rate_panel(
+                "Calls breakers refused", _BREAKER_REJECTED, ("breaker", "reason"), stack=True
+            ),
+            w=6,
+        ),
+        Cell(
+            _rate_panel(
+                "Refused calls by endpoint and outcome",
+                _ENDPOINT,
+                ("endpoint", "outcome"),
+                refused,
+                stack=True,
+            ),
+            w=6,
+        ),
+        Cell(
+            _counter_rate_panel(
+                "Rate-limit decisions", _DECISIONS, ("limiter", "decision"), stack=True
+            ),
+            w=6,
+        ),
+        Cell(_rate_panel("Calls a limiter delayed", _WAIT, ("limiter",), ()), w=6),
+        Cell(_latency_panel("Rate-limit waits", _WAIT, ("limiter",), ()), w=6),
+        Cell(_counter_rate_panel("Rate-limit keys evicted", _EVICTED, ("limiter",)), w=6),
+        Cell(
+            _counter_rate_panel(
+                "Auth failures by scheme and reason",
+                _AUTH_FAILURES,
+                ("scheme", "reason"),
+                stack=True,
+            ),
+            w=6,
+        ),
+        Cell(_counter_rate_panel("JWKS fetches by result", _JWKS, ("result",)), w=12),
+    )
+
+
 def _overview() -> JSON:
     route = [q.regex(_HTTP, "http_route", "$route")]
     endpoint = [q.regex(_ENDPOINT, "endpoint", "$endpoint")]
@@ -197,7 +286,8 @@ def _overview() -> JSON:
         Cell(
             stat(
                 "Endpoint error ratio",
-                "Calls ending in a business error or an exception over all calls.",
+                "Calls ending in a business error, an exception or refused by toolkit middleware "
+                "(rejected, limited, unauthenticated) over all calls.",
                 "percentunit",
                 q.error_ratio(_ENDPOINT, (), _endpoint_errors(_ENDPOINT), endpoint),
                 warn=0.01,
@@ -256,6 +346,7 @@ def _overview() -> JSON:
             Section("Summary", summary),
             Section("Endpoints", endpoints),
             Section("HTTP routes", routes),
+            Section("Resilience: breakers, rate limits, auth", _resilience()),
         ],
     )
 

@@ -24,6 +24,7 @@ __all__ = [
     "series",
     "rate",
     "sum_by",
+    "max_by",
     "request_rate",
     "quantile",
     "error_ratio",
@@ -109,6 +110,11 @@ def rate(selector: str, window: str = RATE_WINDOW) -> str:
 def sum_by(by: Sequence[str], expr: str) -> str:
     """sum_by aggregates, e.g. ``sum by (http_route) (expr)``; no labels gives ``sum(expr)``."""
     return f"sum by ({', '.join(by)}) ({expr})" if by else f"sum({expr})"
+
+
+def max_by(by: Sequence[str], expr: str) -> str:
+    """max_by aggregates, e.g. ``max by (breaker) (expr)``: a state shown as its worst value."""
+    return f"max by ({', '.join(by)}) ({expr})" if by else f"max({expr})"
 
 
 def request_rate(spec: Spec, by: Sequence[str], matchers: Sequence[str] = ()) -> str:

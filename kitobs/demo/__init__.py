@@ -58,12 +58,14 @@ def run(
     settings = config.load(config_path, env=env, defaults=DEMO_DEFAULTS)
 
     from kitobs.demo.grpc import start_grpc
+    from kitobs.demo.guards import signing_key
     from kitobs.demo.http import DemoServer
     from kitobs.demo.load import LoadGenerator
 
     kit = Kit.from_settings(settings)
+    key = signing_key()
     try:
-        server = DemoServer(kit, host, port)
+        server = DemoServer(kit, host, port, key)
     except OSError as err:
         kit.close()
         print(f"kitobs demo: cannot listen on {host}:{port}: {err.strerror}", file=sys.stderr)
@@ -80,7 +82,7 @@ def run(
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    generator = LoadGenerator(kit, server.url, load, grpc_target) if load > 0 else None
+    generator = LoadGenerator(kit, server.url, load, grpc_target, key) if load > 0 else None
     try:
         server.start()
         _banner(server.url, grpc_target, settings, load)
@@ -109,6 +111,7 @@ def _banner(url: str, grpc_target: str | None, settings: config.Settings, load: 
     lines = [
         f"kitobs demo ({settings.service.name}) listening on {url}  [pid {os.getpid()}]",
         f"  try:     {url}/sum?a=1&b=2   {url}/concat?a=x&b=y   {url}/slow?ms=120   {url}/flaky",
+        f"  auth:    {url}/admin (Basic demo:demo)   {url}/whoami (bearer JWT, see the load)",
     ]
     if grpc_target is not None:
         lines.append(f"  gRPC:    {grpc_target}  (kitobs.Endpoints/sum, concat, slow, flaky)")

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from kitobs.demo import guards
 from kitobs.demo.service import IntRequest, SlowRequest, TextRequest, make_endpoints
 from kitobs.endpoint.instrument import instrumenting
 from kitobs.kit import Kit
@@ -66,14 +67,35 @@ def _encode(response: Any) -> wsgi.Response:
     return wsgi.encode_json({"value": response.value})
 
 
-def build_app(kit: Kit) -> wsgi.WSGIApp:
-    """build_app returns the demo's WSGI application, instrumented through *kit*."""
+def build_app(
+    kit: Kit, base_url: str = "http://127.0.0.1", key: guards.SigningKey | None = None
+) -> wsgi.WSGIApp:
+    """build_app returns the demo's WSGI application, instrumented through *kit*.
+
+    *base_url* is where the app is served (its JWKS is read back from there); without a signing
+    *key*, ``/whoami`` is not served.
+    """
     endpoints = make_endpoints()
     instrumented = instrumenting(kit)
+    guard = guards.ServerGuards(kit, base_url, key)
     routes: dict[str, wsgi.WSGIApp] = {}
     for path, decode in _decoders().items():
         name = path[1:]
-        routes[path] = wsgi.Server(instrumented(endpoints[name]), decode, _encode, route=path)
+        # Instrumented outermost, so a refused call is recorded (outcome="limited").
+        endpoint = instrumented(guard.guard(path, endpoints[name]))
+        routes[path] = wsgi.Server(endpoint, decode, _encode, route=path)
+    no_request: Decoder = lambda env: None  # noqa: E731
+    routes["/admin"] = wsgi.Server(
+        instrumented(guard.api(guard.admin(guards.admin))), no_request, wsgi.encode_json,
+        route="/admin",
+    )  # fmt: skip
+    if guard.bearer is not None and key is not None:
+        routes["/whoami"] = wsgi.Server(
+            instrumented(guard.api(guard.bearer(guards.whoami))), no_request, wsgi.encode_json,
+            route="/whoami",
+        )  # fmt: skip
+        jwks = "/.well-known/jwks.json"
+        routes[jwks] = _with_route(jwks, _json("200 OK", key.jwks))
     for path, page in kit.metrics.wsgi_routes().items():
         routes[path] = _with_route(path, page)
     routes["/healthz"] = _with_route("/healthz", _healthz)
@@ -123,9 +145,11 @@ class _QuietHandler(WSGIRequestHandler):
 class DemoServer:
     """DemoServer serves the demo app on *host*:*port* from a background thread."""
 
-    def __init__(self, kit: Kit, host: str, port: int) -> None:
+    def __init__(
+        self, kit: Kit, host: str, port: int, key: guards.SigningKey | None = None
+    ) -> None:
         self._server = make_server(
-            host, port, build_app(kit), server_class=_ThreadingServer, handler_class=_QuietHandler
+            host, port, _not_found, server_class=_ThreadingServer, handler_class=_QuietHandler
         )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="kitobs-demo-http", daemon=True
@@ -134,6 +158,8 @@ class DemoServer:
         if isinstance(bound_host, bytes):
             bound_host = bound_host.decode()
         self.url = f"http://{bound_host}:{bound_port}"
+        # Built once the port is known: the app reads its own JWKS back from its URL.
+        self._server.set_app(build_app(kit, self.url, key))
 
     def start(self) -> None:
         """start begins serving."""

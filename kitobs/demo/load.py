@@ -1,6 +1,12 @@
 """The demo's load generator: calls the demo's own routes at a steady rate, through kitobs'
 instrumented HTTP client and, when the demo serves gRPC, its instrumented gRPC client, so client
-metrics and CLIENT spans appear too."""
+metrics and CLIENT spans appear too.
+
+HTTP calls go through circuit breakers (`kitobs.demo.guards.client_breakers`): a 5xx answer is a
+failure, so ``/flaky``'s failures open ``demo-flaky`` now and then. ``/admin`` is called with
+right and wrong Basic credentials, ``/whoami`` with a token signed per call
+(`kitobs.auth.jwt.signer`), with none and with a malformed one, so the auth failure counters move.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +14,48 @@ import contextlib
 import itertools
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from kitobs.demo import guards
 from kitobs.demo.service import IntRequest, TextRequest
+from kitobs.endpoint import Endpoint, RequestError
 from kitobs.kit import Kit
 from kitobs.transport.httpclient import HTTPXTransport
 
-__all__ = ["LoadGenerator"]
+__all__ = ["LoadGenerator", "ServerError"]
+
+
+class ServerError(Exception):
+    """ServerError is a 5xx answer, raised so that the client's breaker counts it as a failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    path: str
+    auth: tuple[str, str] | None = None
+    headers: dict[str, str] | None = None
+    signed: bool = False
+
 
 _PATHS = (
-    "/sum?a=1&b=2",
-    "/concat?a=kit&b=obs",
-    "/flaky",
-    "/sum?a=1000000&b=1",
-    "/slow?ms=30",
-    "/flaky",
-    "/sum?a=x",
-    "/no/such/route",
+    _Call("/sum?a=1&b=2"),
+    _Call("/concat?a=kit&b=obs"),
+    _Call("/flaky"),
+    _Call("/sum?a=1000000&b=1"),
+    _Call("/slow?ms=30"),
+    _Call("/flaky"),
+    _Call("/sum?a=x"),
+    _Call("/no/such/route"),
+    _Call("/admin", auth=("demo", "demo")),
+    _Call("/flaky"),
+    _Call("/whoami", signed=True),
+    _Call("/admin", auth=("demo", "wrong")),
+    _Call("/flaky"),
+    _Call("/whoami"),
+    _Call("/whoami", headers={"Authorization": "Bearer not-a-token"}),
 )
 _GRPC_CALLS: tuple[tuple[str, Any], ...] = (
     ("sum", IntRequest(2, 3)),
@@ -40,7 +69,14 @@ _GRPC_CALLS: tuple[tuple[str, Any], ...] = (
 class LoadGenerator:
     """LoadGenerator sends *rate* requests per second to *url* from a background thread."""
 
-    def __init__(self, kit: Kit, url: str, rate: float, grpc_target: str | None = None) -> None:
+    def __init__(
+        self,
+        kit: Kit,
+        url: str,
+        rate: float,
+        grpc_target: str | None = None,
+        key: guards.SigningKey | None = None,
+    ) -> None:
         self._kit = kit
         self._grpc: Any = None
         if grpc_target is not None:
@@ -55,6 +91,21 @@ class LoadGenerator:
             transport=HTTPXTransport(httpx.HTTPTransport(), kit.metrics, tracer=kit.tracer),
         )
         self._thread = threading.Thread(target=self._run, name="kitobs-demo-load", daemon=True)
+        breakers = guards.client_breakers(kit)
+        self._flaky: Endpoint = breakers["flaky"](self._get)
+        self._api: Endpoint = breakers["api"](self._get)
+        self._signed: Endpoint | None = None
+        if key is not None:
+            from kitobs.auth import jwt
+
+            sign = jwt.signer(
+                key.private,
+                "ES256",
+                {"sub": "demo-load", "aud": guards.AUDIENCE},
+                kid=guards.KID,
+                lifetime=60.0,
+            )
+            self._signed = sign(self._api)
 
     def start(self) -> None:
         """start begins sending."""
@@ -72,17 +123,32 @@ class LoadGenerator:
     def _run(self) -> None:
         next_at = time.monotonic()
         grpc_calls = itertools.cycle(_GRPC_CALLS)
-        for n, path in enumerate(itertools.cycle(_PATHS)):
+        paths = itertools.cycle(_PATHS)
+        for n in itertools.count():
             if self._stop.wait(max(0.0, next_at - time.monotonic())):
                 return
             next_at = max(next_at + self._interval, time.monotonic() - 1.0)
             if self._grpc is not None and n % 3 == 2:
                 self._call_grpc(*next(grpc_calls))
                 continue
+            path = next(paths)  # every HTTP call in turn, whatever share goes to gRPC
+            if path.signed and self._signed is None:
+                continue  # no JWT support installed: /whoami is not served
+            call = self._flaky if path.path == "/flaky" else self._api
+            if path.signed and self._signed is not None:
+                call = self._signed
             try:
-                self._client.get(path)
+                call(path)
+            except (ServerError, RequestError):
+                pass  # a 5xx, or a call the open breaker refused: both are recorded
             except httpx.HTTPError as err:
                 self._kit.logger.log("msg", "demo load request failed", "error", repr(err))
+
+    def _get(self, call: _Call) -> httpx.Response:
+        response = self._client.get(call.path, auth=call.auth, headers=call.headers)
+        if response.status_code >= 500:
+            raise ServerError(f"{call.path} answered {response.status_code}")
+        return response
 
     def _call_grpc(self, method: str, request: Any) -> None:
         import grpc

@@ -45,6 +45,11 @@ What each field holds:
   entries (``-bin`` keys) are left out.
 - ``values``: what middleware added for inner endpoints, e.g. auth claims; read-only.
 
+One value is read by the client transports: under `OUTGOING_METADATA`, a mapping of headers
+(gRPC metadata) that every request sent from within the scope carries, e.g. the
+``authorization`` a client-side auth middleware (`kitobs.auth.jwt.signer`) adds. A header the
+request already has is left as it is.
+
 The HTTP server transports hand the variable a `Pending` instead of a built context: the
 context is made on the first `current` of the request and is the same object afterwards, so a
 request nobody asks about costs no context.
@@ -71,6 +76,7 @@ __all__ = [
     "LazyMetadata",
     "Metadata",
     "NO_VALUES",
+    "OUTGOING_METADATA",
     "Pending",
     "RequestContext",
     "attach",
@@ -282,6 +288,13 @@ from_fields = cast(
 """from_fields builds a `RequestContext` from ``(deadline, cancelled, metadata, values)``."""
 NO_VALUES = _NO_VALUES
 """NO_VALUES is the empty, read-only ``values`` of a context no middleware added to."""
+
+OUTGOING_METADATA = "kitobs.outgoing_metadata"
+"""OUTGOING_METADATA is the values key of headers every client request in scope carries.
+
+E.g. ``scoped(values={OUTGOING_METADATA: {"authorization": "Bearer ..."}})``: the HTTP client
+transports (`kitobs.transport.httpclient`) add each as a header and the gRPC client
+interceptors as (lowercased) metadata, unless the request already has one of that name."""
 
 Pending = tuple[Callable[[Any], RequestContext], Any]
 """Pending is a server transport's context not built yet: ``(build, request)``.

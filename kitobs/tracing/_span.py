@@ -70,6 +70,8 @@ class Span(OtelSpan):
     # so every instance has a __dict__ anyway: the rarely set fields below are class defaults that
     # a span overrides (in that dict) only when it uses them, which keeps creation short. A slot
     # store costs a few ns, a first store into that dict tens of ns: so _hex and _scope are slots.
+    # events and links are slots too: every export reads both, and reading a class default
+    # through an instance that has a __dict__ costs more than the two stores the tracer makes.
     __slots__ = (
         "_hex",
         "_scope",
@@ -77,7 +79,9 @@ class Span(OtelSpan):
         "_token",
         "attributes",
         "end_ns",
+        "events",
         "kind",
+        "links",
         "name",
         "parent_id",
         "sampled",
@@ -86,8 +90,8 @@ class Span(OtelSpan):
         "trace_id",
     )
 
-    events: list[Event] | None = None
-    links: list[Link] | None = None
+    events: list[Event] | None
+    links: list[Link] | None
     status_code: StatusCode = _UNSET
     status_description: str | None = None
     trace_state: TraceState | None = None
@@ -125,6 +129,8 @@ class Span(OtelSpan):
         # span is not to be made current, or already was.
         self._scope: Context | None = _context.with_span(self) if scoped else None
         self._hex: tuple[str, str] | None = None
+        self.events = None
+        self.links = None
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -332,6 +338,8 @@ class UnsampledSpan(Span):
     start_ns = 0
     end_ns = 0
     attributes = None
+    events = None
+    links = None
     _sink = None
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:

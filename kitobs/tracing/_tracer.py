@@ -167,6 +167,9 @@ class Tracer:
                 # Copied: callers often reuse one attributes dict for many spans.
                 span.attributes = dict(attributes) if attributes else None
                 span._sink = self._on_end
+                # Slots, read by every export: cheaper than class defaults shadowed per span.
+                span.events = None
+                span.links = None
             else:  # no clock, attributes or sink: see UnsampledSpan's class values
                 span = UnsampledSpan()
             span.trace_id = trace_id
@@ -244,6 +247,8 @@ class Tracer:
             span.end_ns = 0
             span.attributes = dict(attributes) if attributes else None
             span._sink = self._on_end
+            span.events = None
+            span.links = link_list
             span.trace_id = trace_id
             span.span_id = _getrandbits(64) or 1
         else:
@@ -257,7 +262,7 @@ class Tracer:
         span._scope = _context.with_span(span, base) if scoped else None
         span._hex = None
         # Rare fields are set only when present (see Span's class defaults).
-        if link_list is not None:
+        if link_list is not None and not sampled:
             span.links = link_list
         if state:
             span.trace_state = state

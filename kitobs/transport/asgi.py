@@ -49,7 +49,7 @@ from collections.abc import (
 from typing import TYPE_CHECKING, Any
 
 from kitobs import _exit
-from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
+from kitobs.endpoint import BUSINESS_ERROR, Endpoint, RequestError, is_async, outcome
 from kitobs.endpoint.context import (
     NO_VALUES,
     Cancellation,
@@ -329,10 +329,12 @@ class Server:
 
     Per request: *before* hooks (scope), ``decode(scope, body)``, the endpoint, *encode*, *after*
     hooks (scope, response); then the response is sent and *finalizers* run with (scope, status,
-    body size). Exceptions and business errors go to *error_encoder*; exceptions are stored under
-    `EXCEPTION_KEY` for an outer `Middleware`. The endpoint, *decode* and *encode* may be async.
-    Lifespan events are acknowledged, so the server runs as a whole app under uvicorn. The request
-    context is current throughout; *timeout* (seconds) sets or shortens its deadline.
+    body size). Exceptions and business errors go to *error_encoder* (by default
+    `kitobs.transport.wsgi.default_error_encoder`: a `kitobs.endpoint.RequestError` gets its
+    status and headers, anything else a 500); exceptions other than a RequestError are stored
+    under `EXCEPTION_KEY` for an outer `Middleware`. The endpoint, *decode* and *encode* may be
+    async. Lifespan events are acknowledged, so the server runs as a whole app under uvicorn. The
+    request context is current throughout; *timeout* (seconds) sets or shortens its deadline.
 
     Raises:
         ConfigError: *timeout* is not positive.
@@ -414,7 +416,10 @@ class Server:
                 for after in self._after:
                     after(scope, encoded)
         except Exception as exc:
-            scope[EXCEPTION_KEY] = exc
+            if not isinstance(exc, RequestError):
+                # A RequestError is an answer chosen on purpose (401, 429, 503), labelled by
+                # its status alone, as a framework's handled error is.
+                scope[EXCEPTION_KEY] = exc
             encoded = self._error_encoder(exc)
         finally:
             if token is not None:

@@ -12,7 +12,9 @@ the process-wide `kitobs.kit.default` is used. Each request records
 ``http_server_request_duration_seconds`` and ``http_server_active_requests`` and a SERVER span whose
 parent comes from the request headers. ``http_route`` is the resolver's route (``/users/<int:pk>/``,
 include prefixes joined by Django; a regex pattern for ``re_path``), or ``unmatched``; a view's
-exception becomes ``error_type`` even though Django answers it with a 500 page. A streamed
+exception becomes ``error_type`` even though Django answers it with a 500 page, and a
+`kitobs.endpoint.RequestError` (an auth failure, a rate limiter's refusal, an open circuit breaker)
+is answered with its status, headers and message (`kitobs.transport.http.encode_error`). A streamed
 response is timed until its headers are ready.
 
 Views run with the request context (`kitobs.endpoint.context`) current: the request headers as
@@ -41,6 +43,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django.utils.module_loading import import_string
 
+from kitobs.endpoint import RequestError
 from kitobs.endpoint.context import (
     NO_VALUES,
     Cancellation,
@@ -50,7 +53,13 @@ from kitobs.endpoint.context import (
     from_fields,
 )
 from kitobs.errors import ConfigError
-from kitobs.transport.http import EnvironHeaders, ServerCall, ServerInstruments, exclude_paths
+from kitobs.transport.http import (
+    EnvironHeaders,
+    ServerCall,
+    ServerInstruments,
+    encode_error,
+    exclude_paths,
+)
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
@@ -216,9 +225,19 @@ class Middleware:
             call, _route(request), response.status_code, getattr(request, _EXCEPTION_ATTR, None)
         )
 
-    def process_exception(self, request: Any, exception: Exception) -> None:
-        """process_exception remembers a view's exception for ``error_type``; Django goes on."""
+    def process_exception(self, request: Any, exception: Exception) -> HttpResponse | None:
+        """process_exception answers a `kitobs.endpoint.RequestError` with its status and headers.
+
+        Any other exception is remembered for ``error_type`` and Django goes on (its 500 page).
+        """
+        if isinstance(exception, RequestError):
+            code, headers, body = encode_error(exception)
+            response = HttpResponse(body, status=code, content_type="application/json")
+            for name, value in headers:
+                response[name] = value
+            return response
         setattr(request, _EXCEPTION_ATTR, exception)
+        return None
 
 
 def _page_view(app: Callable[..., Iterable[bytes]]) -> Callable[[HttpRequest], HttpResponse]:

@@ -24,6 +24,7 @@ line (`AccessLog`). `exclude_paths` checks the paths servers leave unrecorded. E
 
 from __future__ import annotations
 
+import http
 import json
 import time
 import urllib.parse
@@ -44,6 +45,7 @@ __all__ = [
     # Request errors
     "BadRequest",
     "decode_json_body",
+    "encode_error",
     # Labels
     "method",
     "route",
@@ -84,6 +86,56 @@ class BadRequest(ValueError):
     """
 
     status_code = 400
+
+
+def encode_error(error: BaseException) -> tuple[int, list[tuple[str, str]], bytes]:
+    """encode_error gives the status, headers and JSON body a server answers *error* with.
+
+    An error with an int ``status_code`` in 400-599 (a `kitobs.endpoint.RequestError` such as a
+    rate limiter's 429, `BadRequest`, or any go-kit style ``StatusCoder``) is answered with that
+    status, its ``headers`` (a mapping or ``(name, value)`` pairs: ``WWW-Authenticate``,
+    ``Retry-After``) and ``{"error": "<its message>"}``: such errors are written to be shown to
+    the caller. Anything else is a 500 with ``{"error": "internal server error"}``: an
+    unexpected exception's text can quote internals (paths, queries, secrets), so it goes to the
+    logs and the span, never to the client::
+
+        >>> encode_error(BadRequest("request body is not valid JSON"))
+        (400, [], b'{"error": "request body is not valid JSON"}')
+        >>> encode_error(KeyError("db password=hunter2"))
+        (500, [], b'{"error": "internal server error"}')
+    """
+    code = getattr(error, "status_code", None)
+    if code.__class__ is not int or not 400 <= code <= 599:
+        return 500, [], _INTERNAL_ERROR_BODY
+    message = str(error) or _status_phrase(code)
+    return code, _error_headers(error), json.dumps({"error": message}).encode()
+
+
+_INTERNAL_ERROR_BODY = b'{"error": "internal server error"}'
+
+
+def _status_phrase(code: int) -> str:
+    try:
+        return http.HTTPStatus(code).phrase
+    except ValueError:
+        return "error"
+
+
+def _error_headers(error: BaseException) -> list[tuple[str, str]]:
+    # go-kit's Headerer: headers the error asks to be sent. A malformed value is left out
+    # rather than failing the error response itself.
+    raw = getattr(error, "headers", None)
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, Mapping) else raw
+    headers: list[tuple[str, str]] = []
+    try:
+        for name, value in items:
+            if isinstance(name, str) and isinstance(value, str | int | float):
+                headers.append((name, str(value)))
+    except (TypeError, ValueError):
+        return headers
+    return headers
 
 
 def decode_json_body(body: bytes) -> Any:

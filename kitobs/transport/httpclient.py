@@ -28,6 +28,10 @@ encodes the request, sends it through an instrumented httpx client and decodes t
     add = ClientEndpoint("POST", "http://127.0.0.1:8080/sum", encode_json, decode_json, kit=kit)
     add({"a": 1, "b": 2})  # -> {"v": 3}
     add.close()
+
+The headers under `kitobs.endpoint.context.OUTGOING_METADATA` in the context's values (e.g. the
+``authorization`` of `kitobs.auth.jwt.signer`) are added to each request that does not already
+have one of that name.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import httpx
 import requests
 import requests.adapters
 
-from kitobs.endpoint.context import DeadlineExceeded, RequestContext
+from kitobs.endpoint.context import OUTGOING_METADATA, DeadlineExceeded, RequestContext
 from kitobs.endpoint.context import current as _current
 from kitobs.transport.http import ClientInstruments, Tracer, redact_url
 
@@ -109,6 +113,14 @@ def _cap(timeout: Any, remaining: float) -> Any:
     return timeout  # a type we do not know (urllib3's Timeout): left as given
 
 
+def _add_outgoing(headers: Any, outgoing: Any) -> None:
+    # The context's outgoing metadata, under any header the request was not given (httpx's and
+    # requests' header objects look names up in any case).
+    for name, value in outgoing.items():
+        if name not in headers:
+            headers[name] = value
+
+
 class _HeaderProxy:
     # Lets a propagator write into httpx's or requests' header objects through []=.
     __slots__ = ("_headers",)
@@ -144,9 +156,13 @@ class HTTPXTransport(httpx.BaseTransport):
         Raises:
             DeadlineExceeded: the request context's deadline has passed; nothing was sent.
         """
-        deadline = _current().deadline
+        ctx = _current()
+        deadline = ctx.deadline
         if deadline is not None:
             _cap_httpx(request, deadline)
+        outgoing = ctx.values.get(OUTGOING_METADATA)
+        if outgoing:
+            _add_outgoing(request.headers, outgoing)
         url = request.url
         call = self._instruments.start(
             request.method,
@@ -199,9 +215,13 @@ class AsyncHTTPXTransport(httpx.AsyncBaseTransport):
         Raises:
             DeadlineExceeded: the request context's deadline has passed; nothing was sent.
         """
-        deadline = _current().deadline
+        ctx = _current()
+        deadline = ctx.deadline
         if deadline is not None:
             _cap_httpx(request, deadline)
+        outgoing = ctx.values.get(OUTGOING_METADATA)
+        if outgoing:
+            _add_outgoing(request.headers, outgoing)
         url = request.url
         call = self._instruments.start(
             request.method,
@@ -247,7 +267,11 @@ class RequestsAdapter(requests.adapters.HTTPAdapter):
         Raises:
             DeadlineExceeded: the request context's deadline has passed; nothing was sent.
         """
-        deadline = _current().deadline
+        ctx = _current()
+        outgoing = ctx.values.get(OUTGOING_METADATA)
+        if outgoing:
+            _add_outgoing(request.headers, outgoing)
+        deadline = ctx.deadline
         if deadline is not None:
             remaining = _remaining(deadline, request.method or "", request.url or "")
             if len(args) >= 2:  # send(request, stream, timeout, ...)
@@ -273,7 +297,13 @@ class RequestsAdapter(requests.adapters.HTTPAdapter):
 
 def _open(handler: Any, opener: Any, req: urllib.request.Request, default_port: int) -> Any:
     instruments: ClientInstruments = handler._kitobs
-    deadline = _current().deadline
+    ctx = _current()
+    outgoing = ctx.values.get(OUTGOING_METADATA)
+    if outgoing:
+        for name, value in outgoing.items():
+            if not req.has_header(name.capitalize()):  # urllib keeps names capitalized
+                req.add_unredirected_header(name.capitalize(), value)
+    deadline = ctx.deadline
     if deadline is not None:
         req.timeout = _cap(  # set by OpenerDirector.open
             getattr(req, "timeout", None), _remaining(deadline, req.get_method(), req.full_url)

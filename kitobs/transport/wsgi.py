@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kitobs.endpoint import BUSINESS_ERROR, Endpoint, is_async, outcome
+from kitobs.endpoint import BUSINESS_ERROR, Endpoint, RequestError, is_async, outcome
 from kitobs.endpoint.context import (
     NO_VALUES,
     Cancellation,
@@ -65,6 +65,7 @@ from kitobs.transport.http import (
     ServerInstruments,
     Tracer,
     decode_json_body,
+    encode_error,
     server_timeout,
 )
 from kitobs.transport.http import exclude_paths as _exclude_paths
@@ -307,15 +308,16 @@ def encode_json(response: Any) -> Response:
 
 
 def default_error_encoder(error: BaseException) -> Response:
-    """default_error_encoder answers ``{"error": "<message>"}`` with the error's status.
+    """default_error_encoder answers ``{"error": "<message>"}`` with the error's status and headers.
 
-    The status is the error's ``status_code`` attribute when it is an int in 400-599 (go-kit's
-    ``StatusCoder``), else 500.
+    An error with an int ``status_code`` in 400-599 (a `kitobs.endpoint.RequestError`:
+    an auth failure's 401 with ``WWW-Authenticate``, a rate limiter's 429 with ``Retry-After``, an
+    open circuit breaker's 503; `BadRequest`; go-kit's ``StatusCoder``) gets that status, its
+    ``headers`` and its message. Anything else is a 500 whose body does not quote the exception
+    (see `kitobs.transport.http.encode_error`).
     """
-    code = getattr(error, "status_code", None)
-    if not isinstance(code, int) or not 400 <= code <= 599:
-        code = 500
-    return Response(code, json.dumps({"error": str(error)}).encode())
+    code, headers, body = encode_error(error)
+    return Response(code, body, headers)
 
 
 def _status_line(code: int) -> str:
@@ -331,8 +333,10 @@ class Server:
     Order per request: *before* hooks (environ), *decode*, the endpoint, *encode*, *after* hooks
     (environ, response), then the response is sent and *finalizers* run with (environ, status,
     body size). An exception from any step, or a business error (a `kitobs.endpoint.Failer`
-    response that failed), goes to *error_encoder*; exceptions are also stored under
-    `EXCEPTION_KEY` so an outer `Middleware` labels ``error_type``. *route* names the route
+    response that failed), goes to *error_encoder* (by default `default_error_encoder`: a
+    `kitobs.endpoint.RequestError` gets its status and headers, anything else a 500); exceptions
+    other than a RequestError are also stored under `EXCEPTION_KEY` so an outer `Middleware`
+    labels ``error_type``. *route* names the route
     template for the outer middleware. The hooks, *decode*, the endpoint and *encode* run
     with the request context current; *timeout* (seconds) sets or shortens its deadline.
 
@@ -404,7 +408,10 @@ class Server:
                 for after in self._after:
                     after(environ, encoded)
         except Exception as exc:
-            environ[EXCEPTION_KEY] = exc
+            if not isinstance(exc, RequestError):
+                # A RequestError is an answer chosen on purpose (401, 429, 503), labelled by
+                # its status alone, as a framework's handled error is.
+                environ[EXCEPTION_KEY] = exc
             encoded = self._error_encoder(exc)
         finally:
             if token is not None:

@@ -145,3 +145,28 @@ def test_bench_endpoint_quick_is_fair_and_prints_every_row() -> None:
         exported, made = (int(w) for w in line.split() if w.isdigit())
         assert exported == made > 0, line  # no span was dropped on either side
     assert out.count("ratio: kitobs added cost is 1/") == 4, out
+
+
+def test_bench_resilience_quick_prints_both_cases_and_goals() -> None:
+    out = _run("bench_resilience.py", "--quick")
+    rows = [line for line in out.splitlines() if "(goal <=" in line]
+    assert [r.split("  kitobs")[0].strip() for r in rows] == [
+        "closed breaker",
+        "allowing limiter",
+    ], out
+    for row in rows:
+        m = re.search(r"kitobs +([\d.]+) us +.+? ([\d.]+) us +ratio ([\d.]+) \(goal <= ", row)
+        assert m is not None, row
+        assert float(m[1]) > 0, row
+        assert float(m[2]) > 0, row
+        assert abs(float(m[3]) - float(m[1]) / float(m[2])) < 0.002 + 0.02 * float(m[3]), row
+
+
+def test_bench_auth_quick_prints_every_row_and_ratio() -> None:
+    out = _run("bench_auth.py", "--quick")
+    for row in ("bare", "jwt peer", "jwt kitobs", "basic peer", "basic kitobs"):
+        assert re.search(rf"\n{row} +\d+\.\d\d\n", out), out
+    for scheme in ("jwt", "basic"):
+        assert re.search(rf"\n{scheme} ratio: kitobs overhead / peer overhead = \d+\.\d\d", out), (
+            out
+        )

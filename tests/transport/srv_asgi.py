@@ -95,6 +95,10 @@ _servers: dict[str, asgi.Server] = {
         finalizers=[_finalizer],
         route="/withdraw",
     ),
+    **{
+        path: asgi.Server(endpoint, asgi.decode_json, asgi.encode_json, route=path)
+        for path, endpoint in (("/refused", srv_common.refuse), ("/leaky", srv_common.leak))
+    },
 }
 
 

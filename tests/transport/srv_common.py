@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 from kitobs.config import load
+from kitobs.endpoint import RequestError
 from kitobs.kit import Kit
 from kitobs.log import nop
 from kitobs.metrics import prometheus
@@ -56,6 +57,24 @@ def configure_django(urlconf: str) -> None:
 
 
 DOWNSTREAM = os.environ.get("KITOBS_TESTAPP_DOWNSTREAM", "")
+
+
+class Refused(RequestError):
+    """Refused is what the ``/refused`` routes raise: a rate limiter's kind of refusal."""
+
+    status_code = 429
+    grpc_status = "RESOURCE_EXHAUSTED"
+    outcome = "limited"
+
+
+def refuse(*_: object, **__: object) -> NoReturn:
+    """refuse raises `Refused` with a ``Retry-After`` header, as every ``/refused`` route does."""
+    raise Refused("slow down", headers={"Retry-After": "7"})
+
+
+def leak(*_: object, **__: object) -> NoReturn:
+    """leak raises an exception whose text must not reach the client (the ``/leaky`` routes)."""
+    raise KeyError("postgres://app:hunter2@db/orders")
 
 
 def with_metrics_wsgi(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:

@@ -32,6 +32,7 @@ urlpatterns = [
     path("ctx/", request_context),
     path("articles/<int:pk>/", article),
     path("boom/", boom),
+    path("refused/", srv_common.refuse),
 ]
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402

@@ -63,6 +63,7 @@ urlpatterns = [
     path("articles/<int:pk>/", article),
     path("legacy/", legacy),
     path("boom/", boom),
+    path("refused/", srv_common.refuse),
 ]
 
 from django.core.asgi import get_asgi_application  # noqa: E402

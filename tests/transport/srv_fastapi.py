@@ -20,4 +20,9 @@ async def boom() -> dict[str, int]:
     raise ZeroDivisionError("kaput")
 
 
+@fastapi_app.get("/refused")
+async def refused() -> dict[str, int]:
+    srv_common.refuse()
+
+
 app = srv_common.with_metrics_asgi(kitobs_starlette.instrument(fastapi_app, srv_common.KIT))

@@ -29,6 +29,9 @@ def boom() -> str:
     raise KeyError("kaput")
 
 
+flask_app.add_url_rule("/refused", "refused", srv_common.refuse)
+
+
 @flask_app.get("/unavailable")
 def unavailable() -> tuple[str, int]:
     return "down", 503

@@ -41,6 +41,7 @@ starlette_app = Starlette(
         Route("/boom", boom),
         Route("/slow", slow),
         Route("/wait", wait_disconnect),
+        Route("/refused", srv_common.refuse),
     ]
 )
 app = srv_common.with_metrics_asgi(kitobs_starlette.instrument(starlette_app, srv_common.KIT))

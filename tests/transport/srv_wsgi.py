@@ -73,6 +73,11 @@ _tagged_server = wsgi.Server(
 )
 _ITEM = re.compile(r"^/items/([^/]+)$")
 
+_failing_servers = {
+    path: wsgi.Server(endpoint, lambda environ: None, wsgi.encode_json, route=path)
+    for path, endpoint in (("/refused", srv_common.refuse), ("/leaky", srv_common.leak))
+}
+
 
 def _router(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
@@ -86,6 +91,8 @@ def _router(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iter
         environ[wsgi.ROUTE_KEY] = "/items/{id}"
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"item ", path.encode()]
+    if path in _failing_servers:
+        return _failing_servers[path](environ, start_response)
     if path == "/boom":
         raise RuntimeError("plain wsgi failure")
     if path == "/finalized":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -21,6 +21,7 @@ import grpc.aio
 
 from kitobs.contract import RPC_CLIENT_CALL_DURATION, RPC_SERVER_CALL_DURATION
 from kitobs.endpoint.context import (
+    OUTGOING_METADATA,
     Cancellation,
     LazyMetadata,
     RequestContext,
@@ -449,12 +450,16 @@ class _ClientSide:
             # Keyed by the raw path too, so the hot path skips method_label.
             method = core.method(method_label(details.method), self.peer)
             core.methods[details.method] = method
-        deadline = _current_context().deadline
+        ctx = _current_context()
+        deadline = ctx.deadline
         if deadline is not None:
             # Past the deadline the timeout is negative: grpcio fails the call before sending.
             remaining = deadline - time.monotonic()
             if details.timeout is None or details.timeout > remaining:
                 details = _with_details(details, {}, remaining, aio=aio)
+        outgoing = ctx.values.get(OUTGOING_METADATA)
+        if outgoing:
+            details = _with_outgoing(details, outgoing, aio=aio)
         call = _Call(core, method)
         if core.tracer is None:
             return call, details
@@ -463,6 +468,13 @@ class _ClientSide:
         if call.span is None:  # starting it failed (counted): the call goes out untraced
             return call, details
         return call, _with_details(details, carrier, details.timeout, aio=aio)
+
+
+def _with_outgoing(details: Any, outgoing: Mapping[str, str], *, aio: bool) -> Any:
+    # The context's outgoing metadata, lowercased, under any key the call was not given.
+    given = {key.lower() for key, _ in (details.metadata or ())}
+    added = {key: value for key, value in outgoing.items() if key.lower() not in given}
+    return _with_details(details, added, details.timeout, aio=aio) if added else details
 
 
 def _with_details(
