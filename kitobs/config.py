@@ -58,6 +58,7 @@ __all__ = [
     "OtlpSettings",
     "TransportSettings",
     "HttpTransportSettings",
+    "GrpcTransportSettings",
     "CircuitBreakerSettings",
     "RateLimitSettings",
     "AuthSettings",
@@ -482,10 +483,22 @@ class HttpTransportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GrpcTransportSettings:
+    """GrpcTransportSettings configure the gRPC server transport, e.g. ``access_log = false``."""
+
+    access_log: bool = _key(
+        True,
+        "Write one info line per call (method, status, duration, trace ids) through the Kit's "
+        "logger; server errors (UNKNOWN, INTERNAL, UNAVAILABLE...) at error.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class TransportSettings:
     """TransportSettings configure the transports, e.g. ``[transport.http]``."""
 
     http: HttpTransportSettings = _section(HttpTransportSettings)
+    grpc: GrpcTransportSettings = _section(GrpcTransportSettings)
 
 
 @dataclass(frozen=True, slots=True)

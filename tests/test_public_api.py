@@ -79,6 +79,24 @@ MOVED = [
     ("kitobs.contract", "kitobs.metrics.selfmetrics", "LABEL_SETS_FOLDED"),
     ("kitobs.contract", "kitobs.metrics.selfmetrics", "RECORD_DROP_REASONS"),
     ("kitobs.contract", "kitobs.metrics.selfmetrics", "PROCESS_FAMILIES"),
+    ("kitobs.transport.grpc", "kitobs.contract", "OTHER_METHOD"),
+    ("kitobs.transport.http", "kitobs.transport.core", "Tracer"),
+    *(
+        ("kitobs.transport.grpc", f"kitobs.transport.grpc.{module}", name)
+        for module, names in {
+            "labels": ("SYSTEM", "OTHER_METHOD", "SERVER_ERROR_CODES", "method_label"),
+            "interceptors": (
+                "ServerInterceptor",
+                "AioServerInterceptor",
+                "ClientInterceptor",
+                "aio_client_interceptors",
+            ),
+            "codec": ("Codec", "JSONCodec", "DEFAULT_SERVICE"),
+            "server": ("StatusError", "Server", "serve_endpoints"),
+            "client": ("Client",),
+        }.items()
+        for name in names
+    ),
 ]
 
 

@@ -46,7 +46,9 @@ urllib          yes       no      CLIENT       injected    exception or 5xx    r
 ==============  ========  ======  ===========  ==========  ==================  =============
 
 Place server middleware outermost, so the 429s and 500s of inner middleware are counted. Shared
-label rules and the per-request recording live in `kitobs.transport.http`.
+HTTP label rules live in `kitobs.transport.http`; the per-call recording every transport shares
+(span from the carried context, duration, call line, recording failures counted) in
+`kitobs.transport.core`. `httpclient.ClientEndpoint` is go-kit's HTTP client endpoint.
 """
 
 __all__: list[str] = []

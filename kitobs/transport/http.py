@@ -24,24 +24,22 @@ line (`AccessLog`). `exclude_paths` checks the paths servers leave unrecorded. E
 
 from __future__ import annotations
 
-import functools
 import http
 import json
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from kitobs import contract
 from kitobs.config import DEFAULT_EXCLUDE_PATHS, HttpTransportSettings, key_name
 from kitobs.errors import ConfigError
 from kitobs.log import redact
+from kitobs.transport.core import Call, CallLog, Instruments, Tracer, exception_type
 
 if TYPE_CHECKING:
-    from opentelemetry.context.context import Context
-
     from kitobs.log import Logger
-    from kitobs.metrics import Gauge, Histogram, Provider
+    from kitobs.metrics import Gauge, Provider
 
 __all__ = [
     # Request errors
@@ -76,9 +74,7 @@ _OTHER = contract.OTHER_METHOD
 _UNMATCHED = contract.UNMATCHED_ROUTE
 # Status labels are made once: str(int) on every request is avoidable work.
 _STATUS = {code: str(code) for code in range(100, 600)}
-# Past this many label sets a transport stops caching bound children (the provider's own
-# cardinality guard still applies); it only bounds this module's memory.
-_CACHE_MAX = 2048
+_perf_counter = time.perf_counter
 
 
 class BadRequest(ValueError):
@@ -194,9 +190,7 @@ def error_type(exc: BaseException | None, code: int = 0) -> str:
     backends treat as absent.
     """
     if exc is not None:
-        cls = type(exc)
-        module = cls.__module__
-        return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+        return exception_type(exc)
     if code >= 500:
         return _STATUS.get(code, _OTHER)
     return ""
@@ -242,46 +236,21 @@ def exclude_paths(paths: Iterable[str]) -> frozenset[str]:
     return frozenset(checked)
 
 
-class AccessLog:
+class AccessLog(CallLog):
     """AccessLog writes one line per request served through a `kitobs.log.Logger`.
 
     The line is ``transport=http method=GET route=/users/{id} status=200 duration=0.0012``
     (duration in seconds), with ``trace_id``/``span_id`` when the logger adds them (a Kit's logger
     does: the request span is current). Successes and 4xx are written at info; a 5xx or an
     exception at error, with ``error=<error_type>``. Going through the logger, the line honours
-    its level, redaction and output. Example: ``AccessLog(kit.logger)``.
+    its level, redaction and output. It is the HTTP form of `kitobs.transport.core.CallLog`.
+    Example: ``AccessLog(kit.logger)``.
     """
 
-    __slots__ = ("error", "ok")
+    __slots__ = ()
 
     def __init__(self, logger: Logger) -> None:
-        target: Any = logger
-        with_ = getattr(target, "with_", None)
-        if callable(with_):
-            bound = with_("transport", "http")
-            prepare = getattr(bound, "prepare", None)
-            if callable(prepare):
-                # Keys encoded once: a request writes only its values.
-                self.ok: Callable[..., None] = prepare(
-                    "info", "method", "route", "status", "duration"
-                )
-                self.error: Callable[..., None] = prepare(
-                    "error", "method", "route", "status", "duration", "error"
-                )
-                return
-            info = getattr(bound, "info", bound.log)
-            error = getattr(bound, "error", bound.log)
-        else:
-            info = functools.partial(getattr(target, "info", target.log), "transport", "http")
-            error = functools.partial(getattr(target, "error", target.log), "transport", "http")
-        self.ok = functools.partial(_keyed, info, ("method", "route", "status", "duration"))
-        self.error = functools.partial(
-            _keyed, error, ("method", "route", "status", "duration", "error")
-        )
-
-
-def _keyed(emit: Callable[..., None], keys: tuple[str, ...], *values: object) -> None:
-    emit(*(item for pair in zip(keys, values, strict=True) for item in pair))
+        super().__init__(logger, "http", ("method", "route", "status", "duration"))
 
 
 class EnvironHeaders(Mapping[str, str]):
@@ -340,35 +309,20 @@ class ScopeHeaders(Mapping[str, str]):
         return len(self._headers)
 
 
-class Tracer(Protocol):
-    """Tracer is what the transports need of `kitobs.tracing.Tracer`, e.g. ``kit.tracer``.
-
-    ``start_span`` starts a span whose parent is in *context* (default: the current one);
-    ``inject`` writes a context into headers; ``extract`` reads headers into a context.
-    """
-
-    def start_span(
-        self, name: str, *, kind: Any = ..., attributes: Any = None, context: Context | None = None
-    ) -> Any: ...
-
-    def inject(self, headers: MutableMapping[str, str], context: Context | None = None) -> None: ...
-
-    def extract(self, headers: Mapping[str, str], context: Context | None = None) -> Context: ...
-
-
-class ServerCall:
+class ServerCall(Call):
     """ServerCall is one request in flight on a server, from `ServerInstruments.start`."""
 
-    __slots__ = ("active", "begin", "context", "method", "scheme", "span", "token")
+    __slots__ = ("active", "method", "scheme")
 
     def __init__(self, method: str, scheme: str, active: Gauge, begin: float) -> None:
-        self.method = method
-        self.scheme = scheme
-        self.active = active
+        # Call.__init__ inlined: one Python frame less per request.
         self.begin = begin
         self.span: Any = None
         self.context: Any = None
         self.token: Any = None
+        self.method = method
+        self.scheme = scheme
+        self.active = active
 
 
 class ServerInstruments:
@@ -378,7 +332,9 @@ class ServerInstruments:
     *metrics* at construction, bound children are cached per label set, and with a *tracer* each
     request gets a SERVER span whose parent is extracted from the request headers; the duration is
     observed while that span is current, so exemplars name its trace. With a *logger* each request
-    also writes an `AccessLog` line, inside the span. Recording never raises. Example::
+    also writes an `AccessLog` line, inside the span. Recording never raises: a failure is counted
+    in ``kitobs_telemetry_dropped_total{reason="http_error"}``. It is built on
+    `kitobs.transport.core.Instruments`. Example::
 
         inst = ServerInstruments(kit.metrics, kit.tracer, kit.logger)
         call = inst.start("GET", "http", EnvironHeaders(environ), "/users/7")
@@ -386,40 +342,23 @@ class ServerInstruments:
         inst.finish(call, "/users/{id}", 200, None)
     """
 
-    __slots__ = (
-        "_access",
-        "_active",
-        "_active_children",
-        "_attach",
-        "_detach",
-        "_duration",
-        "_duration_children",
-        "_error_status",
-        "_kind",
-        "_tracer",
-        "_with_span",
-    )
+    __slots__ = ("_active", "_active_children", "_core", "_tracer")
 
     def __init__(
         self, metrics: Provider, tracer: Tracer | None = None, logger: Logger | None = None
     ) -> None:
-        self._duration: Histogram = metrics.declare(contract.HTTP_SERVER_REQUEST_DURATION)
+        self._core = Instruments(
+            metrics,
+            contract.HTTP_SERVER_REQUEST_DURATION,
+            "http",
+            kind="server",
+            tracer=tracer,
+            logger=logger,
+            log_keys=("method", "route", "status"),
+        )
         self._active: Gauge = metrics.declare(contract.HTTP_SERVER_ACTIVE_REQUESTS)
-        self._duration_children: dict[tuple[str, str, str, str, str], Histogram] = {}
         self._active_children: dict[tuple[str, str], Gauge] = {}
-        self._access = AccessLog(logger) if logger is not None else None
         self._tracer = tracer
-        if tracer is not None:
-            # Imported only when tracing is on, so metrics-only users need no OpenTelemetry.
-            from opentelemetry.trace import SpanKind, StatusCode
-
-            from kitobs._otel_context import attach, detach, with_span
-
-            self._kind = SpanKind.SERVER
-            self._error_status = StatusCode.ERROR
-            self._attach = attach
-            self._detach = detach
-            self._with_span = with_span
 
     def start(
         self, raw_method: str, raw_scheme: str, headers: Mapping[str, str] | None, path: str = ""
@@ -436,45 +375,21 @@ class ServerInstruments:
             active = self._active.labels(meth, sch)
             self._active_children[key] = active
         active.add(1.0)
-        call = ServerCall(meth, sch, active, time.perf_counter())
-        tracer = self._tracer
-        if tracer is not None:
-            try:
-                self._start_span(call, tracer, headers, path)
-            except Exception:  # tracing trouble must not fail the request
-                call.span = None
+        call = ServerCall(meth, sch, active, _perf_counter())
+        if self._tracer is not None:
+            attributes = {"http.request.method": meth, "url.scheme": sch}
+            if path:
+                attributes["url.path"] = path
+            self._core.start_span(call, "HTTP" if meth == _OTHER else meth, attributes, headers)
         return call
-
-    def _start_span(
-        self, call: ServerCall, tracer: Tracer, headers: Mapping[str, str] | None, path: str
-    ) -> None:
-        parent = tracer.extract(headers) if headers is not None else None
-        attributes = {"http.request.method": call.method, "url.scheme": call.scheme}
-        if path:
-            attributes["url.path"] = path
-        span = tracer.start_span(
-            "HTTP" if call.method == _OTHER else call.method,
-            kind=self._kind,
-            attributes=attributes,
-            context=parent,
-        )
-        call.span = span
-        call.context = context = self._with_span(span, parent)
-        call.token = self._attach(context)
 
     def release(self, call: ServerCall) -> None:
         """release stops *call*'s span being current, e.g. once a WSGI app has returned.
 
         The span itself stays open until `finish`; without a tracer this does nothing.
         """
-        token = call.token
-        if token is not None:
-            call.token = None
-            # contextlib.suppress would cost three Python calls per request; try costs nothing.
-            try:  # noqa: SIM105
-                self._detach(token)
-            except (ValueError, RuntimeError):  # released in another context
-                pass
+        if call.token is not None:
+            self._core.release(call)
 
     def finish(
         self, call: ServerCall, template: str | None, code: int, exc: BaseException | None
@@ -485,67 +400,47 @@ class ServerInstruments:
         was sent because of *exc*). The span is current while the duration is observed and the
         access line written (made current again if `release` was called), then it ends.
         """
+        core = self._core
         try:
-            elapsed = time.perf_counter() - call.begin
             call.active.add(-1.0)
             rt = template or _UNMATCHED
             st = _STATUS.get(code, _OTHER)
             err = error_type(exc, code) if exc is not None or code >= 500 else ""
-            key = (call.method, rt, st, call.scheme, err)
-            child = self._duration_children.get(key)
-            if child is None:
-                child = self._duration.labels(*key)
-                if len(self._duration_children) < _CACHE_MAX:
-                    self._duration_children[key] = child
-            span = call.span
-            if span is not None and call.token is None:
-                # Released (WSGI: the app returned before the body was sent): current again, so
-                # the exemplar and the log line carry this request's trace.
-                call.token = self._attach(call.context)
-            try:
-                child.observe(elapsed)
-                access = self._access
-                if access is not None:
-                    if err:
-                        access.error(call.method, rt, st, elapsed, err)
-                    else:
-                        access.ok(call.method, rt, st, elapsed)
-            finally:
-                if span is not None:
-                    self._end_span(call, rt, code, err, exc)
         except Exception:  # the recording path never raises into the application
-            pass
-
-    def _end_span(
-        self, call: ServerCall, rt: str, code: int, err: str, exc: BaseException | None
-    ) -> None:
-        span = call.span
-        call.span = None
-        self.release(call)
+            core.drop(core.dropped_metrics)
+            return
+        meth = call.method
+        if call.span is None:
+            core.finish(call, (meth, rt, st, call.scheme, err), (meth, rt, st), err != "", err)
+            return
+        attributes: dict[str, Any] = {}
+        name = None
         if rt != _UNMATCHED:
-            span.set_attribute("http.route", rt)
-            span.update_name(f"{'HTTP' if call.method == _OTHER else call.method} {rt}")
+            attributes["http.route"] = rt
+            name = f"{'HTTP' if meth == _OTHER else meth} {rt}"
         if code:
-            span.set_attribute("http.response.status_code", code)
+            attributes["http.response.status_code"] = code
         if err:
-            span.set_attribute("error.type", err)
-            if exc is not None:
-                span.record_exception(exc)
-            span.set_status(self._error_status, err)
-        span.end()
+            attributes["error.type"] = err
+        core.finish(
+            call, (meth, rt, st, call.scheme, err), (meth, rt, st), err != "", err, exc,
+            attributes, name,
+        )  # fmt: skip
 
 
-class ClientCall:
+class ClientCall(Call):
     """ClientCall is one outgoing request in flight, from `ClientInstruments.start`."""
 
-    __slots__ = ("address", "begin", "method", "port", "span")
+    __slots__ = ("address", "method", "port")
 
     def __init__(self, method: str, address: str, port: str, begin: float) -> None:
+        self.begin = begin
+        self.span: Any = None
+        self.context: Any = None
+        self.token: Any = None
         self.method = method
         self.address = address
         self.port = port
-        self.begin = begin
-        self.span: Any = None
 
 
 _URL_REDACTED = "REDACTED"
@@ -583,7 +478,8 @@ class ClientInstruments:
 
     `start` starts the span and injects its context into the outgoing headers; `finish` records
     the duration labelled by method, server address and port, status and error type. Recording
-    never raises. Example::
+    never raises: a failure is counted in ``kitobs_telemetry_dropped_total{reason="http_error"}``.
+    It is built on `kitobs.transport.core.Instruments`. Example::
 
         inst = ClientInstruments(kit.metrics, kit.tracer)
         call = inst.start("GET", "127.0.0.1", 8080, headers, "http://127.0.0.1:8080/x")
@@ -591,27 +487,13 @@ class ClientInstruments:
         inst.finish(call, 200, None)
     """
 
-    __slots__ = (
-        "_children",
-        "_duration",
-        "_error_status",
-        "_kind",
-        "_tracer",
-        "_with_span",
-    )
+    __slots__ = ("_core", "_tracer")
 
     def __init__(self, metrics: Provider, tracer: Tracer | None = None) -> None:
-        self._duration: Histogram = metrics.declare(contract.HTTP_CLIENT_REQUEST_DURATION)
-        self._children: dict[tuple[str, str, str, str, str], Histogram] = {}
+        self._core = Instruments(
+            metrics, contract.HTTP_CLIENT_REQUEST_DURATION, "http", kind="client", tracer=tracer
+        )
         self._tracer = tracer
-        if tracer is not None:
-            from opentelemetry.trace import SpanKind, StatusCode
-
-            from kitobs._otel_context import with_span
-
-            self._kind = SpanKind.CLIENT
-            self._error_status = StatusCode.ERROR
-            self._with_span = with_span
 
     def start(
         self,
@@ -623,51 +505,36 @@ class ClientInstruments:
     ) -> ClientCall:
         """start starts the CLIENT span and writes its context into *headers*."""
         meth = raw_method if raw_method in _KNOWN else _OTHER
-        call = ClientCall(meth, address, str(port), time.perf_counter())
-        tracer = self._tracer
-        if tracer is not None:
-            try:
-                attributes: dict[str, Any] = {
-                    "http.request.method": meth,
-                    "server.address": address,
-                    "server.port": port,
-                }
-                if url:
-                    attributes["url.full"] = redact_url(url)
-                span = tracer.start_span(
-                    "HTTP" if meth == _OTHER else meth, kind=self._kind, attributes=attributes
-                )
-                call.span = span
-                if headers is not None:
-                    # The injected parent must be the client span, not the current one.
-                    tracer.inject(headers, self._with_span(span))
-            except Exception:  # tracing trouble must not fail the request
-                pass
+        call = ClientCall(meth, address, str(port), _perf_counter())
+        if self._tracer is not None:
+            attributes: dict[str, Any] = {
+                "http.request.method": meth,
+                "server.address": address,
+                "server.port": port,
+            }
+            if url:
+                attributes["url.full"] = redact_url(url)
+            self._core.start_span(
+                call, "HTTP" if meth == _OTHER else meth, attributes, None, headers, False
+            )
         return call
 
     def finish(self, call: ClientCall, code: int, exc: BaseException | None) -> None:
         """finish records the call: *code* is the status received, 0 if none (with *exc*)."""
+        core = self._core
         try:
-            elapsed = time.perf_counter() - call.begin
             st = _STATUS.get(code, _OTHER) if code else ""
             err = error_type(exc, code) if exc is not None or code >= 500 else ""
-            key = (call.method, call.address, call.port, st, err)
-            child = self._children.get(key)
-            if child is None:
-                child = self._duration.labels(*key)
-                if len(self._children) < _CACHE_MAX:
-                    self._children[key] = child
-            span = call.span
-            if span is not None:
-                call.span = None
-                if code:
-                    span.set_attribute("http.response.status_code", code)
-                if err:
-                    span.set_attribute("error.type", err)
-                    if exc is not None:
-                        span.record_exception(exc)
-                    span.set_status(self._error_status, err)
-                span.end()
-            child.observe(elapsed)
         except Exception:  # the recording path never raises into the caller
-            pass
+            core.drop(core.dropped_metrics)
+            return
+        labels = (call.method, call.address, call.port, st, err)
+        if call.span is None:
+            core.finish(call, labels)
+            return
+        attributes: dict[str, Any] = {}
+        if code:
+            attributes["http.response.status_code"] = code
+        if err:
+            attributes["error.type"] = err
+        core.finish(call, labels, None, err != "", err, exc, attributes)

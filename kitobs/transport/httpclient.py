@@ -21,6 +21,14 @@ deadline, each timeout (httpx's connect, read, write and pool ones, requests' co
 urllib's socket timeout) is cut to the time remaining, so an outgoing call never outlives the
 request it serves. Once the deadline has passed, the call raises
 `kitobs.endpoint.context.DeadlineExceeded` without sending anything (and without recording).
+
+`ClientEndpoint` and `AsyncClientEndpoint` are go-kit's HTTP client endpoint: an `Endpoint` that
+encodes the request, sends it through an instrumented httpx client and decodes the response::
+
+    add = ClientEndpoint("POST", "http://127.0.0.1:8080/sum", encode_json, decode_json, kit=kit)
+    add({"a": 1, "b": 2})  # -> {"v": 3}
+    add.close()
+
 The headers under `kitobs.endpoint.context.OUTGOING_METADATA` in the context's values (e.g. the
 ``authorization`` of `kitobs.auth.jwt.signer`) are added to each request that does not already
 have one of that name.
@@ -32,17 +40,21 @@ import socket
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import fields, is_dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import requests
 import requests.adapters
 
-from kitobs.endpoint.context import OUTGOING_METADATA, DeadlineExceeded
+from kitobs.endpoint.context import OUTGOING_METADATA, DeadlineExceeded, RequestContext
 from kitobs.endpoint.context import current as _current
 from kitobs.transport.http import ClientInstruments, Tracer, redact_url
 
 if TYPE_CHECKING:
+    from kitobs.kit import Kit
     from kitobs.metrics import Provider
 
 __all__ = [
@@ -52,6 +64,16 @@ __all__ = [
     "urllib_handlers",
     "URLLibHandler",
     "URLLibHTTPSHandler",
+    # Client endpoints
+    "ClientEndpoint",
+    "AsyncClientEndpoint",
+    "EncodeRequest",
+    "DecodeResponse",
+    "RequestFunc",
+    "encode_json",
+    "decode_json",
+    "forward_metadata",
+    "DEFAULT_TIMEOUT",
 ]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -343,3 +365,233 @@ def urllib_handlers(
     ``build_opener(*urllib_handlers(kit.metrics))``; they replace the default HTTP(S) handlers.
     """
     return URLLibHandler(metrics, tracer=tracer), URLLibHTTPSHandler(metrics, tracer=tracer)
+
+
+# -- client endpoints ----------------------------------------------------------------------------
+
+EncodeRequest = Callable[[str, str, Any], httpx.Request]
+"""EncodeRequest builds the HTTP request for an endpoint request, e.g. `encode_json`.
+
+Called as ``encode(method, url, request)`` with the endpoint's method and URL; it returns an
+``httpx.Request`` (``httpx.Request(method, url, json=..., params=...)``)."""
+
+DecodeResponse = Callable[[httpx.Response], Any]
+"""DecodeResponse turns the HTTP response into the endpoint's response, e.g. `decode_json`.
+
+It sees every response, error statuses too: it may return a response carrying the error (a
+`kitobs.endpoint.Failer`) or raise."""
+
+RequestFunc = Callable[[RequestContext, httpx.Request], None]
+"""RequestFunc changes the outgoing request from the request context, e.g. `forward_metadata`.
+
+go-kit's ``ClientBefore``: called as ``func(context, request)`` after encoding, before sending,
+with the request context of the caller (`kitobs.endpoint.context.current`); it sets headers on
+``request.headers``."""
+
+#: DEFAULT_TIMEOUT is a client endpoint's timeout in seconds when none is given (httpx's default).
+DEFAULT_TIMEOUT = 5.0
+
+
+def encode_json(method: str, url: str, request: Any) -> httpx.Request:
+    """encode_json sends *request* as a JSON body, e.g. ``{"a": 1}``; dataclasses become objects.
+
+    A None request sends no body.
+    """
+    if request is None:
+        return httpx.Request(method, url)
+    if is_dataclass(request) and not isinstance(request, type):
+        request = {f.name: getattr(request, f.name) for f in fields(request)}
+    return httpx.Request(method, url, json=request)
+
+
+def decode_json(response: httpx.Response) -> Any:
+    """decode_json gives a JSON response body as Python values, e.g. ``{"v": 3}``; empty: None.
+
+    Raises:
+        httpx.HTTPStatusError: the status is 4xx or 5xx (``.response`` holds the response).
+    """
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def forward_metadata(*names: str) -> RequestFunc:
+    """forward_metadata copies headers of the request being served to the outgoing request.
+
+    E.g. ``forward_metadata("authorization", "x-request-id")``: each named entry of the request
+    context's metadata (the incoming HTTP headers or gRPC metadata, any case) is set on the
+    outgoing request, when present.
+    """
+    wanted = tuple(names)
+
+    def forward(context: RequestContext, request: httpx.Request) -> None:
+        metadata = context.metadata
+        for name in wanted:
+            value = metadata.get(name)
+            if value is not None:
+                request.headers[name] = value
+
+    return forward
+
+
+class _Endpoint:
+    """_Endpoint holds what the sync and async client endpoints share: the request's making."""
+
+    __slots__ = ("_before", "_decode", "_encode", "_timeout", "method", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        encode: EncodeRequest,
+        decode: DecodeResponse,
+        before: Iterable[RequestFunc],
+        timeout: float | None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self._encode = encode
+        self._decode = decode
+        self._before = tuple(before)
+        self._timeout = httpx.Timeout(timeout).as_dict()
+
+    def _request(self, request: Any) -> httpx.Request:
+        outgoing = self._encode(self.method, self.url, request)
+        if "timeout" not in outgoing.extensions:  # the encoder may set its own
+            outgoing.extensions["timeout"] = self._timeout
+        context = _current()
+        deadline = context.deadline
+        if deadline is not None:
+            # The instrumented transport caps them too, but the client may be a plain one.
+            _cap_httpx(outgoing, deadline)
+        for before in self._before:
+            before(context, outgoing)
+        return outgoing
+
+
+def _own_transport(kit: Kit | None) -> tuple[Provider, Any]:
+    if kit is None:
+        from kitobs.kit import default
+
+        kit = default()
+    return kit.metrics, kit.tracer
+
+
+class ClientEndpoint(_Endpoint):
+    """ClientEndpoint is an `Endpoint` calling an HTTP server, e.g. ``ClientEndpoint("GET", url)``.
+
+    Each call encodes the request (*encode*, e.g. `encode_json`), applies the *before* functions
+    (`RequestFunc`, e.g. `forward_metadata`), sends it and returns ``decode(response)`` (e.g.
+    `decode_json`). It reads the request context: the timeout (*timeout* seconds, default
+    `DEFAULT_TIMEOUT`, None for none; it replaces a given *client*'s) is cut to the time left
+    before the deadline, and once the deadline has passed the call raises `DeadlineExceeded`
+    without sending. Transport errors
+    (``httpx.ConnectError``, ``httpx.ReadTimeout``...) propagate unchanged.
+
+    Without *client*, it sends through its own ``httpx.Client`` over `HTTPXTransport` on *kit*'s
+    metrics and tracer (default: `kitobs.kit.default`), so each call records
+    ``http_client_request_duration_seconds`` and a CLIENT span whose context travels in the
+    headers; `close` closes that client. A *client* given is used as it is (build it with
+    `HTTPXTransport` to have it recorded) and left open.
+    """
+
+    __slots__ = ("_client", "_owned")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        encode: EncodeRequest = encode_json,
+        decode: DecodeResponse = decode_json,
+        *,
+        kit: Kit | None = None,
+        client: httpx.Client | None = None,
+        before: Iterable[RequestFunc] = (),
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(method, url, encode, decode, before, timeout)
+        self._owned = client is None
+        if client is None:
+            metrics, tracer = _own_transport(kit)
+            client = httpx.Client(
+                transport=HTTPXTransport(httpx.HTTPTransport(), metrics, tracer=tracer)
+            )
+        self._client = client
+
+    def __call__(self, request: Any) -> Any:
+        """__call__ sends *request* and returns the decoded response.
+
+        Raises:
+            DeadlineExceeded: the request context's deadline has passed; nothing was sent.
+        """
+        return self._decode(self._client.send(self._request(request)))
+
+    def close(self) -> None:
+        """close closes the endpoint's own httpx client (a given one stays open)."""
+        if self._owned:
+            self._client.close()
+
+    def __enter__(self) -> ClientEndpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClientEndpoint(_Endpoint):
+    """AsyncClientEndpoint is `ClientEndpoint` for async code: ``await endpoint(request)``.
+
+    It sends through an ``httpx.AsyncClient`` (its own over `AsyncHTTPXTransport` unless
+    *client* is given); `aclose` closes it. Otherwise as `ClientEndpoint`.
+    """
+
+    __slots__ = ("_client", "_owned")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        encode: EncodeRequest = encode_json,
+        decode: DecodeResponse = decode_json,
+        *,
+        kit: Kit | None = None,
+        client: httpx.AsyncClient | None = None,
+        before: Iterable[RequestFunc] = (),
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        super().__init__(method, url, encode, decode, before, timeout)
+        self._owned = client is None
+        if client is None:
+            metrics, tracer = _own_transport(kit)
+            client = httpx.AsyncClient(
+                transport=AsyncHTTPXTransport(httpx.AsyncHTTPTransport(), metrics, tracer=tracer)
+            )
+        self._client = client
+
+    async def __call__(self, request: Any) -> Any:
+        """__call__ sends *request* and returns the decoded response.
+
+        Raises:
+            DeadlineExceeded: the request context's deadline has passed; nothing was sent.
+        """
+        return self._decode(await self._client.send(self._request(request)))
+
+    async def aclose(self) -> None:
+        """aclose closes the endpoint's own httpx client (a given one stays open)."""
+        if self._owned:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncClientEndpoint:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
