@@ -170,3 +170,15 @@ def test_bench_auth_quick_prints_every_row_and_ratio() -> None:
         assert re.search(rf"\n{scheme} ratio: kitobs overhead / peer overhead = \d+\.\d\d", out), (
             out
         )
+
+
+def test_bench_transport_quick_is_fair_and_prints_every_row() -> None:
+    out = _run("bench_transport.py", "--quick")
+    for row in ("bare", "kitobs", "peer"):
+        # One row in each table (CPU and wall): the name, then four figures.
+        assert len(re.findall(rf"^{row} +(-?\d+ +){{3}}-?\d+$", out, re.MULTILINE)) == 2, out
+    for side in ("kitobs", "peer"):
+        [line] = [x for x in out.splitlines() if x.startswith(f"{side} spans exported:")]
+        exported, made = (int(w) for w in line.split() if w.isdigit())
+        assert exported == made > 0, line  # no span was dropped on either side
+    assert out.count("ratio: kitobs added cost is 1/") == 2, out
