@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from kitobs.endpoint import Endpoint, is_async
+from kitobs.endpoint import Endpoint, RequestError, is_async
 from kitobs.transport.grpc.codec import DEFAULT_SERVICE, Codec, JSONCodec, _identity, _path
 from kitobs.transport.grpc.interceptors import ServerInterceptor
 
@@ -94,9 +94,11 @@ def serve_endpoints(
     server is instrumented with `ServerInterceptor` on *kit*'s metrics and tracer (and its
     logger for the access lines, unless ``transport.grpc.access_log`` is off), started on
     *host*:*port* (port 0 picks a free one, see `Server.port`) and returned running. An endpoint
-    raising `StatusError` ends the call with its code, any other exception with ``UNKNOWN``; a
-    business error (`kitobs.endpoint.Failer`) is part of the response, as in go-kit. Async
-    endpoints run to completion on the worker thread.
+    raising `StatusError` ends the call with its code, a `kitobs.endpoint.RequestError` with the
+    status it names and its headers as trailing metadata, a request the codec cannot decode with
+    ``INVALID_ARGUMENT``, any other exception with ``UNKNOWN``; a business error
+    (`kitobs.endpoint.Failer`) is part of the response, as in go-kit. Async endpoints run to
+    completion on the worker thread.
 
     Raises:
         ConfigError: no endpoints, or the address cannot be bound.
@@ -150,7 +152,15 @@ def _endpoint_behavior(
     run_async = is_async(endpoint)
 
     def behavior(data: bytes, context: Any) -> bytes:
-        request = codec.decode(name, data)
+        try:
+            request = codec.decode(name, data)
+        except Exception as exc:
+            # The client sent what the codec cannot read: its mistake, said without quoting it.
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {name} message ({type(exc).__name__})",
+            )
+            raise
         try:
             response = asyncio.run(endpoint(request)) if run_async else endpoint(request)
         except Exception as exc:
@@ -165,8 +175,38 @@ def _answer_error(exc: Exception, context: Any) -> None:
     """_answer_error ends a call whose endpoint raised *exc*: where errors map to statuses.
 
     A `StatusError` aborts the call with its code and details (``context.abort`` raises, so this
-    does not return then); any other exception returns, and the caller re-raises it, which
-    grpcio answers ``UNKNOWN`` (recorded with the exception's class as ``error_type``).
+    does not return then). A `kitobs.endpoint.RequestError` (an auth failure, a rate limiter's
+    or an open breaker's refusal) aborts with the status its ``grpc_status`` names
+    (``UNAUTHENTICATED``, ``RESOURCE_EXHAUSTED``, ``UNAVAILABLE``) and its message, its
+    ``headers`` sent as trailing metadata (``retry-after``, ``www-authenticate``). Any other
+    exception returns, and the caller re-raises it, which grpcio answers ``UNKNOWN`` (recorded
+    with the exception's class as ``error_type``).
     """
     if isinstance(exc, StatusError):
         context.abort(exc.code, exc.details)
+    if isinstance(exc, RequestError):
+        code = getattr(grpc.StatusCode, str(exc.grpc_status), None)
+        if not isinstance(code, grpc.StatusCode) or code is grpc.StatusCode.OK:
+            code = grpc.StatusCode.FAILED_PRECONDITION
+        trailing = _trailing_metadata(exc.headers)
+        if trailing:
+            context.set_trailing_metadata(trailing)
+        context.abort(code, str(exc) or code.name)
+
+
+def _trailing_metadata(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    # gRPC metadata keys are lowercase ASCII without spaces; values printable ASCII. A header
+    # that cannot be sent as metadata is left out rather than failing the answer.
+    pairs = []
+    for name, value in headers.items():
+        key, text = str(name).lower(), str(value)
+        plain_key = key.replace("-", "").replace("_", "").replace(".", "")
+        if (
+            key.isascii()
+            and plain_key.isalnum()
+            and not key.endswith("-bin")
+            and text.isascii()
+            and text.isprintable()
+        ):
+            pairs.append((key, text))
+    return tuple(pairs)
