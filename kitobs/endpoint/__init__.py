@@ -169,6 +169,8 @@ def name_of(endpoint: Callable[..., Any]) -> str:
     """name_of gives an endpoint's name for labels and spans, e.g. ``"sum"`` or ``"Svc.sum"``."""
     target: Any = endpoint
     while isinstance(target, functools.partial):
+        if isinstance(vars(target).get("__qualname__"), str):
+            break  # a middleware's wrapper that carries its endpoint's name (_copy_name)
         target = target.func
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
     if not isinstance(name, str):

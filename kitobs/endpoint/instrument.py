@@ -9,11 +9,12 @@
 3. metrics: ``kitobs_endpoint_duration_seconds{endpoint,outcome}``, observed inside the span too,
    so an exemplar points at the call's trace.
 
-What it records is what `kitobs.endpoint.tracing`, `kitobs.endpoint.logging` and
-`kitobs.endpoint.metrics` record when chained in that order, but it runs as one wrapper: the
-span, the bound logger and the three metric children are fixed when the endpoint is wrapped,
-and a call is one Python frame around the endpoint (two clock reads, one span, one ``observe``,
-one log line). The log line and the metric both time the endpoint itself.
+It records through the same recorder as `kitobs.endpoint.tracing`, `kitobs.endpoint.logging`
+and `kitobs.endpoint.metrics` (`kitobs.endpoint._record`), so it records what those three
+record when chained in that order, but as one wrapper: the span, the bound logger and the three
+metric children are fixed when the endpoint is wrapped, and a call is one Python frame around
+the endpoint (two clock reads, one span, one ``observe``, one log line). The log line and the
+metric both time the endpoint itself.
 
 `instrument` applies the same to an existing function or method in place, keeping its signature,
 name, docstring and ``inspect`` behaviour (it is a `wrapt` proxy)::
@@ -42,7 +43,6 @@ decided when it is decorated.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import threading
 import time
@@ -54,22 +54,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 import wrapt
 
 from kitobs import _otel_context as _context
-from kitobs import contract
 from kitobs.endpoint import (
-    _PLAIN,
-    BUSINESS_ERROR,
-    EXCEPTION,
-    SUCCESS,
-    Endpoint,
     Middleware,
-    _copy_name,
-    exception_outcome,
-    is_async,
     name_of,
-    outcome,
 )
-from kitobs.endpoint.logging import _emitters, _error_text
-from kitobs.endpoint.tracing import _OUTCOME, _mark
+from kitobs.endpoint._record import Recorder, call_wrapper, recording
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Generator
@@ -89,142 +78,15 @@ _clock = time.perf_counter_ns
 #: A fused wrapper for any signature: ``call(callee, *args, **kwargs)`` calls and records.
 _AnyCall = Callable[..., Any]
 #: Builds the fused wrapper of one kind of function (plain, coroutine, generator) from a recorder.
-_Builder = Callable[["_Recorder"], _AnyCall]
+_Builder = Callable[[Recorder], _AnyCall]
 
 
-class _Recorder:
-    # Everything one instrumented endpoint records with, bound once. The success path of a call
-    # reads these into closure cells (see _sync_any and _async_any); the rarer outcomes come here.
-    __slots__ = (
-        "business",
-        "done",
-        "duration",
-        "error",
-        "exception",
-        "name",
-        "ok",
-        "span",
-        "start_span",
-        "success",
-    )
-
-    def __init__(self, kit: Kit, name: str, site_of: Callable[..., Any]) -> None:
-        # Declared first: a provider that cannot declare the metric fails the build here.
-        duration = kit.metrics.declare(contract.ENDPOINT_DURATION)
-        self.duration = duration
-        self.success = duration.labels(name, SUCCESS).observe
-        self.business = duration.labels(name, BUSINESS_ERROR).observe
-        self.exception = duration.labels(name, EXCEPTION).observe
-        self.ok, self.error, self.done = _emitters(kit.logger, name, site_of)
-        self.span = kit.tracer.span
-        self.start_span = kit.tracer.start_span
-        self.name = name
-
-    def raised(self, span: Span, elapsed: float, exc: BaseException) -> None:
-        # The span itself records the exception when it exits; here the rest, each step on its
-        # own so that one failing does not skip the others.
-        kind = exception_outcome(exc)
-        with contextlib.suppress(Exception):
-            span.set_attribute(_OUTCOME, kind)
-        with contextlib.suppress(Exception):
-            if kind is EXCEPTION:
-                self.exception(elapsed)
-            else:  # a `kitobs.endpoint.RequestError`: refused on purpose, its own outcome
-                self.duration.labels(self.name, kind).observe(elapsed)
-        with contextlib.suppress(Exception):
-            emit = self.error if kind is EXCEPTION else self.ok
-            emit("duration", elapsed, "outcome", kind, "error", _error_text(exc))
-
-    def ended(self, span: Span, begin: int, exc: BaseException | None) -> None:
-        # The end of a generator's iteration: recorded while the span is current (so the log
-        # line carries its ids), then the span is ended, which a `with` block would have done.
-        elapsed = (_clock() - begin) / 1e9
-        if exc is None:
-            with contextlib.suppress(Exception):
-                span.set_attribute(_OUTCOME, SUCCESS)
-            with contextlib.suppress(Exception):
-                self.success(elapsed)
-            with contextlib.suppress(Exception):
-                self.done(elapsed, SUCCESS)
-        else:
-            with contextlib.suppress(Exception):
-                span.fail(exc)
-            self.raised(span, elapsed, exc)
-        with contextlib.suppress(Exception):
-            span.end()
-
-    def settle(self, span: Span, elapsed: float, response: Any) -> None:
-        # A response that might be a `kitobs.endpoint.Failer`: failed() is called once.
-        kind, err = outcome(response, None)
-        with contextlib.suppress(Exception):
-            _mark(span, err)
-        with contextlib.suppress(Exception):
-            (self.success if err is None else self.business)(elapsed)
-        if err is None:
-            self.ok("duration", elapsed, "outcome", SUCCESS)
-        else:
-            self.ok("duration", elapsed, "outcome", kind, "error", _error_text(err))
+def _sync_any(rec: Recorder) -> _AnyCall:
+    return call_wrapper(rec, False)
 
 
-# The two wrappers below differ only in whether the call is awaited. Each takes the callee
-# first (the middleware binds its endpoint, the decorator its function, wrapt a bound method)
-# and is written out, not shared through a helper, because a call saved is a measurable share
-# of the whole cost. Recording never raises into the caller: the excepts around it only matter
-# for a misbehaving logger or backend.
-
-
-def _sync_any(rec: _Recorder) -> _AnyCall:
-    span, name, success, done = rec.span, rec.name, rec.success, rec.done
-    raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
-
-    def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        with span(name) as current:
-            begin = clock()
-            try:
-                response = callee(*args, **kwargs)
-            except BaseException as exc:
-                raised(current, (clock() - begin) / 1e9, exc)
-                raise
-            elapsed = (clock() - begin) / 1e9
-            try:
-                if response is None or type(response) in plain:
-                    current.set_attribute(_OUTCOME, SUCCESS)
-                    success(elapsed)
-                    done(elapsed, SUCCESS)
-                else:
-                    settle(current, elapsed, response)
-            except Exception:
-                pass
-        return response
-
-    return call
-
-
-def _async_any(rec: _Recorder) -> _AnyCall:
-    span, name, success, done = rec.span, rec.name, rec.success, rec.done
-    raised, settle, clock, plain = rec.raised, rec.settle, _clock, _PLAIN
-
-    async def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        with span(name) as current:
-            begin = clock()
-            try:
-                response = await callee(*args, **kwargs)
-            except BaseException as exc:
-                raised(current, (clock() - begin) / 1e9, exc)
-                raise
-            elapsed = (clock() - begin) / 1e9
-            try:
-                if response is None or type(response) in plain:
-                    current.set_attribute(_OUTCOME, SUCCESS)
-                    success(elapsed)
-                    done(elapsed, SUCCESS)
-                else:
-                    settle(current, elapsed, response)
-            except Exception:
-                pass
-        return response
-
-    return call
+def _async_any(rec: Recorder) -> _AnyCall:
+    return call_wrapper(rec, True)
 
 
 # Generators: the wrapper is itself a generator that steps the decorated one, attaching the
@@ -241,7 +103,7 @@ def _restore(token: Any) -> None:
         pass
 
 
-def _generator_any(rec: _Recorder) -> _AnyCall:
+def _generator_any(rec: Recorder) -> _AnyCall:
     def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         # The call makes the generator (binding errors raise here, as unwrapped); nothing runs.
         gen = callee(*args, **kwargs)
@@ -252,8 +114,8 @@ def _generator_any(rec: _Recorder) -> _AnyCall:
     return call
 
 
-def _stepped(rec: _Recorder, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-    span = rec.start_span(rec.name)
+def _stepped(rec: Recorder, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    span = cast("Callable[[str], Span]", rec.start_span)(rec.name)  # a Kit always traces
     scope: Context = _context.with_span(span)
     attach, detach, ended = _context.attach, _restore, rec.ended
     send, throw = gen.send, gen.throw
@@ -291,7 +153,7 @@ def _stepped(rec: _Recorder, gen: Generator[Any, Any, Any]) -> Generator[Any, An
             step, arg = throw, exc
 
 
-def _async_generator_any(rec: _Recorder) -> _AnyCall:
+def _async_generator_any(rec: Recorder) -> _AnyCall:
     def call(callee: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         agen = callee(*args, **kwargs)
         stepped = cast("types.AsyncGeneratorType[Any, Any]", _async_stepped(rec, agen))
@@ -301,12 +163,10 @@ def _async_generator_any(rec: _Recorder) -> _AnyCall:
     return call
 
 
-async def _async_stepped(
-    rec: _Recorder, agen: AsyncGenerator[Any, Any]
-) -> AsyncGenerator[Any, Any]:
+async def _async_stepped(rec: Recorder, agen: AsyncGenerator[Any, Any]) -> AsyncGenerator[Any, Any]:
     # As _stepped. The span stays attached across an await inside a step: the consumer is
     # suspended in the same task meanwhile, and other tasks run in contexts of their own.
-    span = rec.start_span(rec.name)
+    span = cast("Callable[[str], Span]", rec.start_span)(rec.name)  # a Kit always traces
     scope: Context = _context.with_span(span)
     attach, detach, ended = _context.attach, _restore, rec.ended
     asend, athrow = agen.asend, agen.athrow
@@ -363,19 +223,11 @@ def instrumenting(kit: Kit, *, name: str | None = None) -> Middleware:
     own name. The metric is declared when an endpoint is wrapped, so a provider that cannot
     declare it raises `kitobs.errors.ConfigError` then, not on a call.
     """
-
-    def middleware(endpoint: Endpoint) -> Endpoint:
-        rec = _Recorder(kit, name or name_of(endpoint), endpoint)
-        # A partial is a C call: the endpoint is reached through the one Python frame of `call`.
-        wrapper = partial(_async_any(rec) if is_async(endpoint) else _sync_any(rec), endpoint)
-        _copy_name(wrapper, endpoint)
-        return wrapper
-
-    return middleware
+    return recording(name, logger=kit.logger, metrics=kit.metrics, tracer=kit.tracer)
 
 
 def _fused(kit: Kit, target: Callable[..., Any], name: str, build: _Builder) -> _AnyCall:
-    return build(_Recorder(kit, name, target))
+    return build(Recorder(name, target, logger=kit.logger, metrics=kit.metrics, tracer=kit.tracer))
 
 
 def _lazy(target: Callable[..., Any], name: str, build: _Builder) -> _AnyCall:

@@ -19,40 +19,21 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind
 
-from kitobs.endpoint import (
-    _PLAIN,
-    BUSINESS_ERROR,
-    SUCCESS,
-    Endpoint,
-    Middleware,
-    _copy_name,
-    exception_outcome,
-    is_async,
-    name_of,
-    outcome,
-)
+from kitobs.endpoint import Middleware
+from kitobs.endpoint._record import OUTCOME_ATTRIBUTE, mark, recording
 
 if TYPE_CHECKING:
-    from kitobs.tracing import Span, Tracer
+    from kitobs.tracing import Tracer
 
 __all__ = ["tracing_middleware"]
 
-_OUTCOME = "kitobs.outcome"
-_INTERNAL = SpanKind.INTERNAL
-
-
-def _mark(span: Span, err: BaseException | None) -> None:
-    # A returned call: success, or (a failed `Failer`) a business error, which sets ERROR status
-    # and an event that says it did not escape. `kitobs.endpoint.instrument` marks spans here too.
-    if err is None:
-        span.set_attribute(_OUTCOME, SUCCESS)
-    else:
-        span.set_attribute(_OUTCOME, BUSINESS_ERROR)
-        span.fail(err, escaped=False)
+# The names other kitobs modules read here before the recorder had its own module.
+_OUTCOME = OUTCOME_ATTRIBUTE
+_mark = mark
 
 
 def tracing_middleware(
@@ -62,45 +43,7 @@ def tracing_middleware(
 
     *name* names the span of every endpoint this middleware wraps; by default each endpoint's own
     name (`kitobs.endpoint.name_of`). *kind* is the span kind, INTERNAL by default (the transport's
-    span is the SERVER one).
+    span is the SERVER one). It records through the recorder `kitobs.instrument` uses, so the
+    spans are the same.
     """
-
-    def middleware(endpoint: Endpoint) -> Endpoint:
-        # Written out rather than built on `kitobs.endpoint.around`: a span per call is the whole
-        # cost of this middleware, and `with` plus one wrapper frame is the cheapest way to run it.
-        span_name = name or name_of(endpoint)
-        start = tracer.span
-        internal = kind is _INTERNAL  # the default kind needs no keyword argument per call
-        if is_async(endpoint):
-
-            async def async_wrapper(request: Any) -> Any:
-                with start(span_name) if internal else start(span_name, kind=kind) as span:
-                    try:
-                        response = await endpoint(request)
-                    except BaseException as exc:
-                        span.set_attribute(_OUTCOME, exception_outcome(exc))
-                        raise  # the span's __exit__ records it: ERROR and an exception event
-                    _mark(span, outcome(response, None)[1])
-                return response
-
-            async_wrapper._kitobs_async = True  # type: ignore[attr-defined]
-            _copy_name(async_wrapper, endpoint)
-            return async_wrapper
-
-        def wrapper(request: Any) -> Any:
-            with start(span_name) if internal else start(span_name, kind=kind) as span:
-                try:
-                    response = endpoint(request)
-                except BaseException as exc:
-                    span.set_attribute(_OUTCOME, exception_outcome(exc))
-                    raise  # the span's __exit__ records it: ERROR and an exception event
-                if response is None or type(response) in _PLAIN:
-                    span.set_attribute(_OUTCOME, SUCCESS)
-                else:
-                    _mark(span, outcome(response, None)[1])
-            return response
-
-        _copy_name(wrapper, endpoint)
-        return wrapper
-
-    return middleware
+    return recording(name, tracer=tracer, kind=kind)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from kitobs.config import load
+from kitobs.endpoint import _record as record_module
 from kitobs.endpoint import instrument as instrument_module
 from kitobs.endpoint.instrument import instrument
 from kitobs.kit import Kit, reset_default, set_default
@@ -67,7 +68,8 @@ def parts() -> Parts:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(instrument_module, "_clock", fake)
+    monkeypatch.setattr(instrument_module, "_clock", fake)  # where an iteration starts
+    monkeypatch.setattr(record_module, "_clock", fake)  # where the recorder ends it
     return fake
 
 

@@ -161,7 +161,7 @@ def test_one_python_frame_between_caller_and_endpoint() -> None:
     instrumenting(parts.kit)(work)(1)
     instrument(parts.kit)(work)(1)
     # The middleware and the decorator: the same one wrapper frame (no wrapt frame).
-    assert seen == [["instrument.py:call"], ["instrument.py:call"]]
+    assert seen == [["<kitobs.endpoint._record>:call"], ["<kitobs.endpoint._record>:call"]]
 
 
 def test_log_duration_is_the_observed_duration() -> None:
