@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ConfigError", "DuplicateMetricError", "Kit", "KitobsError", "__version__", "instrument"]
 
+#: The installed kitobs version, e.g. ``"0.1.0"``.
 __version__ = "0.1.0.dev0"
 
 

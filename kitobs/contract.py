@@ -147,6 +147,7 @@ AUTH_FAILURE_REASONS: tuple[str, ...] = (
 UNMATCHED_ROUTE = "unmatched"
 #: ``http_request_method`` of a method outside `KNOWN_METHODS`.
 OTHER_METHOD = "_OTHER"
+#: The HTTP methods kept as they are in ``http_request_method``; any other is `OTHER_METHOD`.
 KNOWN_METHODS: frozenset[str] = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
@@ -165,6 +166,7 @@ def otel_attribute(label: str) -> str:
     return ATTRIBUTE_NAMES.get(label, label)
 
 
+#: ``http_server_request_duration_seconds``: HTTP requests served, by route and status.
 HTTP_SERVER_REQUEST_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="http_server_request_duration",
     kind="histogram",
@@ -181,6 +183,7 @@ HTTP_SERVER_REQUEST_DURATION: MetricSpec[Histogram] = MetricSpec(
     buckets=DURATION_BUCKETS,
     optional_labels=("error_type",),
 )
+#: ``http_server_active_requests``: HTTP requests in flight.
 HTTP_SERVER_ACTIVE_REQUESTS: MetricSpec[Gauge] = MetricSpec(
     name="http_server_active_requests",
     kind="gauge",
@@ -189,6 +192,7 @@ HTTP_SERVER_ACTIVE_REQUESTS: MetricSpec[Gauge] = MetricSpec(
     labels=("http_request_method", "url_scheme"),
     otel="http.server.active_requests",
 )
+#: ``http_client_request_duration_seconds``: HTTP requests made, by server and status.
 HTTP_CLIENT_REQUEST_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="http_client_request_duration",
     kind="histogram",
@@ -206,6 +210,7 @@ HTTP_CLIENT_REQUEST_DURATION: MetricSpec[Histogram] = MetricSpec(
     optional_labels=("error_type", "http_response_status_code"),
 )
 _RPC_LABELS = ("rpc_system_name", "rpc_method", "rpc_status_code", "error_type")
+#: ``rpc_server_call_duration_seconds``: RPCs served, by method and status code.
 RPC_SERVER_CALL_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="rpc_server_call_duration",
     kind="histogram",
@@ -216,6 +221,7 @@ RPC_SERVER_CALL_DURATION: MetricSpec[Histogram] = MetricSpec(
     buckets=DURATION_BUCKETS,
     optional_labels=("error_type",),
 )
+#: ``rpc_client_call_duration_seconds``: RPCs made, by method and status code.
 RPC_CLIENT_CALL_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="rpc_client_call_duration",
     kind="histogram",
@@ -226,6 +232,7 @@ RPC_CLIENT_CALL_DURATION: MetricSpec[Histogram] = MetricSpec(
     buckets=DURATION_BUCKETS,
     optional_labels=("error_type",),
 )
+#: ``kitobs_endpoint_duration_seconds``: endpoint calls, by endpoint and outcome.
 ENDPOINT_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="kitobs_endpoint_duration",
     kind="histogram",
@@ -238,6 +245,7 @@ ENDPOINT_DURATION: MetricSpec[Histogram] = MetricSpec(
     otel="kitobs.endpoint.duration",
     buckets=DURATION_BUCKETS,
 )
+#: ``kitobs_breaker_state``: each circuit breaker's state (0 closed, 1 half-open, 2 open).
 BREAKER_STATE: MetricSpec[Gauge] = MetricSpec(
     name="kitobs_breaker_state",
     kind="gauge",
@@ -246,6 +254,7 @@ BREAKER_STATE: MetricSpec[Gauge] = MetricSpec(
     labels=("breaker",),
     otel="kitobs.breaker.state",
 )
+#: ``kitobs_breaker_transitions_total``: breaker state changes, by from and to.
 BREAKER_TRANSITIONS: MetricSpec[Counter] = MetricSpec(
     name="kitobs_breaker_transitions",
     kind="counter",
@@ -254,6 +263,7 @@ BREAKER_TRANSITIONS: MetricSpec[Counter] = MetricSpec(
     labels=("breaker", "from", "to"),
     otel="kitobs.breaker.transitions",
 )
+#: ``kitobs_breaker_rejected_total``: calls a breaker refused, by reason.
 BREAKER_REJECTED: MetricSpec[Counter] = MetricSpec(
     name="kitobs_breaker_rejected",
     kind="counter",
@@ -262,6 +272,7 @@ BREAKER_REJECTED: MetricSpec[Counter] = MetricSpec(
     labels=("breaker", "reason"),
     otel="kitobs.breaker.rejected",
 )
+#: ``kitobs_ratelimit_decisions_total``: limiter decisions, allowed or limited.
 RATELIMIT_DECISIONS: MetricSpec[Counter] = MetricSpec(
     name="kitobs_ratelimit_decisions",
     kind="counter",
@@ -270,6 +281,7 @@ RATELIMIT_DECISIONS: MetricSpec[Counter] = MetricSpec(
     labels=("limiter", "decision"),
     otel="kitobs.ratelimit.decisions",
 )
+#: ``kitobs_ratelimit_wait_duration_seconds``: waits of the delaying limiter.
 RATELIMIT_WAIT_DURATION: MetricSpec[Histogram] = MetricSpec(
     name="kitobs_ratelimit_wait_duration",
     kind="histogram",
@@ -279,6 +291,7 @@ RATELIMIT_WAIT_DURATION: MetricSpec[Histogram] = MetricSpec(
     otel="kitobs.ratelimit.wait.duration",
     buckets=DURATION_BUCKETS,
 )
+#: ``kitobs_ratelimit_keys_evicted_total``: buckets a keyed limiter evicted.
 RATELIMIT_KEYS_EVICTED: MetricSpec[Counter] = MetricSpec(
     name="kitobs_ratelimit_keys_evicted",
     kind="counter",
@@ -287,6 +300,7 @@ RATELIMIT_KEYS_EVICTED: MetricSpec[Counter] = MetricSpec(
     labels=("limiter",),
     otel="kitobs.ratelimit.keys.evicted",
 )
+#: ``kitobs_auth_failures_total``: requests auth refused, by scheme and reason.
 AUTH_FAILURES: MetricSpec[Counter] = MetricSpec(
     name="kitobs_auth_failures",
     kind="counter",
@@ -298,6 +312,7 @@ AUTH_FAILURES: MetricSpec[Counter] = MetricSpec(
     labels=("scheme", "reason"),
     otel="kitobs.auth.failures",
 )
+#: ``kitobs_auth_jwks_refreshes_total``: JWKS fetches, by result.
 AUTH_JWKS_REFRESHES: MetricSpec[Counter] = MetricSpec(
     name="kitobs_auth_jwks_refreshes",
     kind="counter",

@@ -93,7 +93,9 @@ __all__ = [
 
 #: The states, by their names in ``kitobs_breaker_state`` and the transition labels.
 CLOSED = "closed"
+#: The half-open state: a bounded number of probes go through (``kitobs_breaker_state`` 1).
 HALF_OPEN = "half_open"
+#: The open state: calls fail fast with `OpenError` (``kitobs_breaker_state`` 2).
 OPEN = "open"
 
 _VALUE = contract.BREAKER_STATES

@@ -55,8 +55,11 @@ an async endpoint returns an awaitable of the response."""
 Middleware = Callable[[Endpoint], Endpoint]
 """Middleware wraps an endpoint in another, e.g. one that logs every call."""
 
+#: ``outcome`` of a call that returned a response that is not a failed `Failer`.
 SUCCESS = "success"
+#: ``outcome`` of a call whose response is a `Failer` that failed (go-kit's business error).
 BUSINESS_ERROR = "business_error"
+#: ``outcome`` of a call that raised (other than a `RequestError`, which has its own).
 EXCEPTION = "exception"
 
 _S = TypeVar("_S")
@@ -114,7 +117,8 @@ class Failer(Protocol):
     ``failed()`` returns the error, or None when the call succeeded.
     """
 
-    def failed(self) -> BaseException | None: ...
+    def failed(self) -> BaseException | None:
+        """failed returns the business error of this response, or None when it succeeded."""
 
 
 def chain(outer: Middleware, *others: Middleware) -> Middleware:

@@ -65,7 +65,8 @@ class Logger(Protocol):
     It never raises: encoding and output errors go to an error handler.
     """
 
-    def log(self, *keyvals: object) -> None: ...
+    def log(self, *keyvals: object) -> None:
+        """log writes one record of alternating keys and values, e.g. ``log("msg", "hi")``."""
 
 
 class NopLogger:

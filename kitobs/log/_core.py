@@ -66,9 +66,14 @@ class Emit(Protocol):
 class Writer(Protocol):
     """Writer receives whole encoded lines, e.g. `kitobs.log.writer.FileWriter`."""
 
-    def write(self, data: bytes) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
+    def write(self, data: bytes) -> None:
+        """write takes one or more whole encoded lines, each ending in a newline."""
+
+    def flush(self) -> None:
+        """flush sends what is buffered on to the operating system."""
+
+    def close(self) -> None:
+        """close flushes and releases the output; later writes are dropped."""
 
 
 #: TraceContext returns the active ``(trace_id, span_id)`` in hex, or None outside a span.

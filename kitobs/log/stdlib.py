@@ -49,16 +49,27 @@ class LevelLogger(Protocol):
     """LevelLogger is what `Handler` writes through, e.g. a `kitobs.log.ContextLogger`."""
 
     @property
-    def debug(self) -> Emit: ...
+    def debug(self) -> Emit:
+        """debug writes a record at debug."""
+
     @property
-    def info(self) -> Emit: ...
+    def info(self) -> Emit:
+        """info writes a record at info."""
+
     @property
-    def warn(self) -> Emit: ...
+    def warn(self) -> Emit:
+        """warn writes a record at warn."""
+
     @property
-    def error(self) -> Emit: ...
+    def error(self) -> Emit:
+        """error writes a record at error."""
+
     @property
-    def writes_caller(self) -> bool: ...
-    def with_caller(self, where: str) -> LevelLogger: ...
+    def writes_caller(self) -> bool:
+        """writes_caller tells whether records carry a ``caller`` key."""
+
+    def with_caller(self, where: str) -> LevelLogger:
+        """with_caller gives a logger whose records say *where* (``file:line``) called."""
 
 
 def _method(logger: LevelLogger, levelno: int) -> Emit:

@@ -61,7 +61,8 @@ __all__ = [
 class Counter(Protocol):
     """Counter is what `NonBlockingWriter` adds its drops to, e.g. a `kitobs.metrics` counter."""
 
-    def add(self, delta: float) -> None: ...
+    def add(self, delta: float) -> None:
+        """add counts *delta* more dropped lines."""
 
 
 def report_once(stream: Callable[[], IO[str] | None] = lambda: sys.__stderr__) -> ErrorHandler:

@@ -33,7 +33,9 @@ __all__ = [
     "negotiate",
 ]
 
+#: Content type of the Prometheus text exposition format 0.0.4.
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
+#: Content type of the OpenMetrics 1.0 text format, served when a scraper asks for it.
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 #: Extra metrics read at collection time, e.g. process metrics: declaration and samples.

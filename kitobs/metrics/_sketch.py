@@ -13,8 +13,11 @@ from collections.abc import Mapping
 
 __all__ = ["ALPHA", "GAMMA", "LOG_GAMMA", "quantile"]
 
+#: Relative accuracy of the sketch: a quantile is within 0.5% of a true sample value.
 ALPHA = 0.005  # relative accuracy: quantiles within 0.5% of a true sample value
+#: Ratio between the bounds of consecutive buckets, ``(1 + ALPHA) / (1 - ALPHA)``.
 GAMMA = (1 + ALPHA) / (1 - ALPHA)
+#: ``log(GAMMA)``, kept so a bucket index is one division.
 LOG_GAMMA = math.log(GAMMA)
 
 

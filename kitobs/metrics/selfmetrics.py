@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LABEL_SETS_FOLDED", "PROCESS_FAMILIES", "RECORD_DROP_REASONS", "TELEMETRY_DROPPED"]
 
+#: ``kitobs_telemetry_dropped_total{signal,reason}``: what kitobs dropped rather than block.
 TELEMETRY_DROPPED: MetricSpec[Counter] = MetricSpec(
     name="kitobs_telemetry_dropped",
     kind="counter",
@@ -32,6 +33,7 @@ TELEMETRY_DROPPED: MetricSpec[Counter] = MetricSpec(
     labels=("signal", "reason"),
     otel="kitobs.telemetry.dropped",
 )
+#: ``kitobs_label_sets_folded_total{metric}``: label sets the cardinality guard folded.
 LABEL_SETS_FOLDED: MetricSpec[Counter] = MetricSpec(
     name="kitobs_label_sets_folded",
     kind="counter",

@@ -26,7 +26,8 @@ class Sampler(Protocol):
     *parent_sampled* is the parent's sampled flag, or None for a root span.
     """
 
-    def sample(self, trace_id: int, parent_sampled: bool | None) -> bool: ...
+    def sample(self, trace_id: int, parent_sampled: bool | None) -> bool:
+        """sample tells whether the span with *trace_id* is recorded and exported."""
 
 
 class Processor(Protocol):
@@ -36,11 +37,14 @@ class Processor(Protocol):
     ``shutdown`` sends what is queued, waiting at most its configured timeout.
     """
 
-    def on_end(self, span: Span) -> None: ...
+    def on_end(self, span: Span) -> None:
+        """on_end takes an ended sampled span, without blocking or raising."""
 
-    def flush(self, timeout: float | None = None) -> bool: ...
+    def flush(self, timeout: float | None = None) -> bool:
+        """flush exports what is queued, waiting at most *timeout* seconds; True if all went."""
 
-    def shutdown(self) -> None: ...
+    def shutdown(self) -> None:
+        """shutdown flushes and stops; spans ended later are dropped and counted."""
 
 
 class Exporter(Protocol):
@@ -50,7 +54,8 @@ class Exporter(Protocol):
     failure; the processor counts the batch as dropped and logs the error.
     """
 
-    def export(self, spans: Sequence[Span], timeout: float) -> None: ...
+    def export(self, spans: Sequence[Span], timeout: float) -> None:
+        """export sends *spans* within *timeout* seconds, raising on failure."""
 
 
 class Propagator(Protocol):
@@ -59,18 +64,22 @@ class Propagator(Protocol):
     *carrier* is a headers mapping; names are matched case-insensitively when reading.
     """
 
-    def inject(self, carrier: MutableMapping[str, str], context: Context) -> None: ...
+    def inject(self, carrier: MutableMapping[str, str], context: Context) -> None:
+        """inject writes *context*'s span into the *carrier* headers."""
 
-    def extract(self, carrier: Mapping[str, str], context: Context) -> Context: ...
+    def extract(self, carrier: Mapping[str, str], context: Context) -> Context:
+        """extract reads a span context from *carrier* into a copy of *context*."""
 
 
 class Counter(Protocol):
     """Counter counts dropped spans, e.g. ``provider.dropped("spans", "queue_full")``."""
 
-    def add(self, delta: float) -> None: ...
+    def add(self, delta: float) -> None:
+        """add counts *delta* more dropped spans."""
 
 
 class Logger(Protocol):
     """Logger is `kitobs.log.Logger`'s shape: ``log("msg", "spans dropped", "count", 3)``."""
 
-    def log(self, *keyvals: object) -> None: ...
+    def log(self, *keyvals: object) -> None:
+        """log writes one record of alternating keys and values."""

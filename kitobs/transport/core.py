@@ -80,11 +80,14 @@ class Tracer(Protocol):
 
     def start_span(
         self, name: str, *, kind: Any = ..., attributes: Any = None, context: Context | None = None
-    ) -> Any: ...
+    ) -> Any:
+        """start_span starts a span named *name* under *context* (or the current one)."""
 
-    def inject(self, headers: MutableMapping[str, str], context: Context | None = None) -> None: ...
+    def inject(self, headers: MutableMapping[str, str], context: Context | None = None) -> None:
+        """inject writes the current span (or *context*'s) into *headers*."""
 
-    def extract(self, headers: Mapping[str, str], context: Context | None = None) -> Context: ...
+    def extract(self, headers: Mapping[str, str], context: Context | None = None) -> Context:
+        """extract reads the trace context the *headers* carry."""
 
 
 def exception_type(exc: BaseException) -> str:
