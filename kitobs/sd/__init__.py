@@ -4,7 +4,8 @@ An `Instancer` publishes the complete set of a service's `Instance`s, or an erro
 may feed many `Endpointer`s, each turning every set into endpoints through a factory (endpoints
 of surviving instances are kept, vanished ones closed, the last good set kept on errors). A
 `Balancer` (`RoundRobin`, `WeightedRandom`, `LeastOutstanding`) picks one endpoint per call, and
-`retry` / `retry_async` try several within one deadline. A `Registrar` announces this process.
+`retry` / `retry_async` try several within one deadline (`retry_from_config` takes the
+attempts and the timeout from the ``[sd]`` settings). A `Registrar` announces this process.
 
 Backends, each in its own module with its client library as an extra: `kitobs.sd.dnssrv`
 (``kitobs[dnssrv]``), `kitobs.sd.etcd` (``kitobs[http]``: etcd's v3 JSON gateway over httpx) and
@@ -58,6 +59,8 @@ from kitobs.sd.core import (
     parse_instance,
     retry,
     retry_async,
+    retry_async_from_config,
+    retry_from_config,
 )
 
 __all__ = [
@@ -78,4 +81,6 @@ __all__ = [
     "parse_instance",
     "retry",
     "retry_async",
+    "retry_async_from_config",
+    "retry_from_config",
 ]

@@ -45,6 +45,8 @@ __all__ = [
     "parse_instance",
     "retry",
     "retry_async",
+    "retry_async_from_config",
+    "retry_from_config",
 ]
 
 
@@ -770,3 +772,41 @@ def _mark_attempt(span: Any, service: str, attempt: int, instance: str) -> None:
 def _fail(span: Any, error: BaseException) -> None:
     with contextlib.suppress(Exception):  # recording never raises
         span.fail(error, escaped=False)
+
+
+def _retry_params(kit: Kit | None, overrides: dict[str, Any]) -> tuple[Kit, dict[str, Any]]:
+    chosen = _resolve(kit)
+    s = chosen.settings.sd
+    params: dict[str, Any] = {
+        "max_attempts": s.retry_max_attempts,
+        "timeout": s.retry_timeout or None,  # 0 in the settings: the request's deadline only
+    }
+    params.update(overrides)
+    return chosen, params
+
+
+def retry_from_config(
+    balancer: Balancer[Callable[[Any], Any]],
+    *,
+    service: str = "",
+    kit: Kit | None = None,
+    **overrides: Any,
+) -> Callable[[Any], Any]:
+    """retry_from_config is `retry` with the ``[sd]`` settings of *kit* (default Kit if None).
+
+    E.g. ``retry_from_config(balancer, service="users")``; keyword arguments of `retry` win.
+    """
+    chosen, params = _retry_params(kit, overrides)
+    return retry(balancer, service=service, kit=chosen, **params)
+
+
+def retry_async_from_config(
+    balancer: Balancer[Callable[[Any], Awaitable[Any]]],
+    *,
+    service: str = "",
+    kit: Kit | None = None,
+    **overrides: Any,
+) -> Callable[[Any], Awaitable[Any]]:
+    """retry_async_from_config is `retry_async` with the ``[sd]`` settings of *kit*."""
+    chosen, params = _retry_params(kit, overrides)
+    return retry_async(balancer, service=service, kit=chosen, **params)

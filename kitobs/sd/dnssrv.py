@@ -28,12 +28,12 @@ import dns.rdatatype
 import dns.resolver
 
 from kitobs.errors import ConfigError
-from kitobs.sd.core import Event, Instance, InstanceCache, Listener
+from kitobs.sd.core import Event, Instance, InstanceCache, Listener, _resolve
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
 
-__all__ = ["AsyncInstancer", "Instancer", "resolver"]
+__all__ = ["AsyncInstancer", "Instancer", "from_config", "resolver"]
 
 
 def resolver(
@@ -200,3 +200,20 @@ class AsyncInstancer:
             with contextlib.suppress(RuntimeError):  # its loop may be closed already
                 task.cancel()
         self._cache.stop()
+
+
+def from_config(name: str, kit: Kit | None = None, **overrides: Any) -> Instancer:
+    """from_config builds an `Instancer` for SRV *name* from the ``[sd]`` settings.
+
+    ``dns_nameservers`` (empty: the system's), ``dns_port`` and ``dns_refresh`` are used;
+    keyword arguments of `Instancer` win. *kit* None uses the default Kit.
+    """
+    chosen = _resolve(kit)
+    s = chosen.settings.sd
+    params: dict[str, Any] = {
+        "refresh": s.dns_refresh,
+        "resolver": resolver(s.dns_nameservers or None, port=s.dns_port),
+        "kit": chosen,
+    }
+    params.update(overrides)
+    return Instancer(name, **params)

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from kitobs.errors import ConfigError
-from kitobs.sd.core import Event, InstanceCache, Listener, _Lazy, parse_instance
+from kitobs.sd.core import Event, InstanceCache, Listener, _Lazy, _resolve, parse_instance
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
 
-__all__ = ["Client", "EtcdError", "Instancer", "Registrar"]
+__all__ = ["Client", "EtcdError", "Instancer", "Registrar", "from_config"]
 
 
 class EtcdError(Exception):
@@ -422,3 +422,18 @@ class Registrar:
 
 def _logger_of(kit: Kit, _: str) -> Any:
     return kit.logger
+
+
+def from_config(kit: Kit | None = None, **overrides: Any) -> Client:
+    """from_config builds a `Client` from the ``[sd]`` settings (``etcd_urls``, ``etcd_ca``).
+
+    E.g. ``from_config(kit, username="svc", password=secret)``: keyword arguments of `Client`
+    win. *kit* None uses the default Kit.
+    """
+    s = _resolve(kit).settings.sd
+    params: dict[str, Any] = {"ca": s.etcd_ca or None}
+    params.update(overrides)
+    urls = params.pop("urls", s.etcd_urls)
+    if not urls:
+        raise ConfigError("no etcd URL: set [sd] etcd_urls (KITOBS_SD_ETCD_URLS) or pass urls=")
+    return Client(urls, **params)

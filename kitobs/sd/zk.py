@@ -31,12 +31,12 @@ from kazoo.recipe.watchers import ChildrenWatch
 from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
 
 from kitobs.errors import ConfigError
-from kitobs.sd.core import InstanceCache, Listener, _Lazy, parse_instance
+from kitobs.sd.core import InstanceCache, Listener, _Lazy, _resolve, parse_instance
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
 
-__all__ = ["Instancer", "Registrar", "client"]
+__all__ = ["Instancer", "Registrar", "client", "from_config"]
 
 
 def client(
@@ -238,3 +238,20 @@ class Registrar:
             pass  # the session ended already, and the node with it
         except Exception as error:
             self._warn("ZooKeeper deregistration failed", error)
+
+
+def from_config(kit: Kit | None = None, **overrides: Any) -> KazooClient:
+    """from_config builds a started `client` from the ``[sd]`` settings (``zookeeper_hosts``).
+
+    E.g. ``from_config(kit, username="svc", password=secret)``: keyword arguments of `client`
+    win. *kit* None uses the default Kit.
+    """
+    s = _resolve(kit).settings.sd
+    params: dict[str, Any] = {"session_timeout": s.zookeeper_session_timeout}
+    params.update(overrides)
+    hosts = params.pop("hosts", s.zookeeper_hosts)
+    if not hosts:
+        raise ConfigError(
+            "no ZooKeeper host: set [sd] zookeeper_hosts (KITOBS_SD_ZOOKEEPER_HOSTS) or pass hosts="
+        )
+    return client(hosts, **params)

@@ -294,3 +294,40 @@ def test_retry_async_cancels_the_abandoned_attempt() -> None:
     asyncio.run(main())
     assert cancelled == [True]
     assert rec.metrics.value("kitobs_lb_attempts_total", service="users", outcome="timeout") == 1.0
+
+
+def test_retry_from_config_takes_the_sd_settings() -> None:
+    from kitobs.sd import retry_from_config
+
+    rec = recording(**{"sd.retry_max_attempts": 2})
+    calls: list[object] = []
+
+    def failing(request: Any) -> Any:
+        calls.append(request)
+        raise ConnectionError("refused")
+
+    call = retry_from_config(RoundRobin(lambda: [failing]), service="users", kit=rec.kit)
+    with pytest.raises(RetryError):
+        call("x")
+    assert len(calls) == 2
+    call = retry_from_config(RoundRobin(lambda: [failing]), kit=rec.kit, max_attempts=4)
+    with pytest.raises(RetryError):
+        call("y")
+    assert len(calls) == 6
+
+
+def test_backend_settings_come_from_the_environment() -> None:
+    from kitobs.config import load
+
+    settings = load(
+        path=None,
+        env={
+            "KITOBS_SD_ETCD_URLS": "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            "KITOBS_SD_ZOOKEEPER_HOSTS": "10.0.0.1:2181",
+            "KITOBS_SD_RETRY_TIMEOUT": "0.25",
+        },
+        search=False,
+    )
+    assert settings.sd.etcd_urls == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
+    assert settings.sd.zookeeper_hosts == ("10.0.0.1:2181",)
+    assert settings.sd.retry_timeout == 0.25

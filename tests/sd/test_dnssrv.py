@@ -172,3 +172,16 @@ def test_bad_arguments() -> None:
         dnssrv.Instancer(NAME, refresh=0)
     with pytest.raises(ConfigError, match="empty"):
         dnssrv.Instancer("")
+
+
+def test_from_config_uses_the_sd_settings(dns_server: tuple[_Table, int]) -> None:
+    table, port = dns_server
+    table.records = [(0, 1, 8001, "host1.svc.test.")]
+    rec = recording(
+        **{"sd.dns_nameservers": ["127.0.0.1"], "sd.dns_port": port, "sd.dns_refresh": 60}
+    )
+    instancer = dnssrv.from_config(NAME, rec.kit)
+    try:
+        assert instancer.lookup() == frozenset({Instance("127.0.0.1", 8001)})
+    finally:
+        instancer.stop()

@@ -150,3 +150,14 @@ def test_credentials_are_sent(client: etcd.Client) -> None:
             authed.get_prefix("/")
     finally:
         authed.close()
+
+
+def test_from_config_uses_the_sd_settings() -> None:
+    rec = recording(**{"sd.etcd_urls": ["http://127.0.0.1:1", "http://127.0.0.1:2"]})
+    c = etcd.from_config(rec.kit)
+    try:
+        assert c.urls == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    finally:
+        c.close()
+    with pytest.raises(ConfigError, match="etcd_urls"):
+        etcd.from_config(recording().kit)

@@ -136,3 +136,15 @@ def test_options_are_checked() -> None:
         zk.client("127.0.0.1:1", session_timeout=0.5, start=False)
     with pytest.raises(ConfigError, match="must start with"):
         zk.Registrar(zk.client("127.0.0.1:1", start=False), "svc", "x")
+
+
+def test_from_config_uses_the_sd_settings(hosts: str) -> None:
+    rec = recording(**{"sd.zookeeper_hosts": [hosts], "sd.zookeeper_session_timeout": 2.0})
+    c = zk.from_config(rec.kit)
+    try:
+        assert c.connected
+    finally:
+        c.stop()
+        c.close()
+    with pytest.raises(ConfigError, match="zookeeper_hosts"):
+        zk.from_config(recording().kit)
