@@ -639,7 +639,8 @@ def retry(
     deadline is the earlier of the request context's and *timeout* seconds from the call (None:
     the context's only). Each attempt runs in a derived request context with that deadline, so
     the client transport's timeout is the time left; attempts run one after another in the
-    caller's thread. A balancer with no endpoints counts as a failed attempt. On failure it
+    caller's thread. A balancer with no endpoints counts as a failed attempt; a retry prefers an
+    endpoint the call has not tried yet (a few re-picks of the balancer). On failure it
     raises `RetryError` carrying every attempt's error, a `TimeoutError` last when the deadline
     ended it.
 
@@ -655,6 +656,7 @@ def retry(
         rec = recorded.get()
         deadline = _deadline_of(timeout)
         errors: list[BaseException] = []
+        tried: list[int] = []
         attempt = 0
         try:
             while attempt < max_attempts:
@@ -664,7 +666,7 @@ def retry(
                     raise RetryError("retry deadline passed", errors)
                 attempt += 1
                 try:
-                    endpoint = balancer.choose()
+                    endpoint = _choose(balancer, tried)
                 except LookupError as error:
                     errors.append(error)
                     _count(rec, "no_endpoints")
@@ -712,6 +714,7 @@ def retry_async(
         rec = recorded.get()
         deadline = _deadline_of(timeout)
         errors: list[BaseException] = []
+        tried: list[int] = []
         attempt = 0
         try:
             while attempt < max_attempts:
@@ -722,7 +725,7 @@ def retry_async(
                     raise RetryError("retry deadline passed", errors)
                 attempt += 1
                 try:
-                    endpoint = balancer.choose()
+                    endpoint = _choose(balancer, tried)
                 except LookupError as error:
                     errors.append(error)
                     _count(rec, "no_endpoints")
@@ -754,6 +757,27 @@ def retry_async(
                 rec.per_call.observe(attempt)
 
     return call
+
+
+def _choose(balancer: Balancer[Any], tried: list[int]) -> Any:
+    # A retry prefers an endpoint this call has not tried yet: with callers sharing a balancer,
+    # consecutive picks of one call can land on the same (failing) endpoint. A few re-picks,
+    # then whatever the balancer gives (there may be a single endpoint).
+    endpoint = balancer.choose()
+    if tried:
+        for _ in range(_REPICKS):
+            if _identity(endpoint) not in tried:
+                break
+            endpoint = balancer.choose()
+    tried.append(_identity(endpoint))
+    return endpoint
+
+
+_REPICKS = 4
+
+
+def _identity(endpoint: Any) -> int:
+    return id(endpoint.endpoint if isinstance(endpoint, _Counted) else endpoint)
 
 
 def _count(rec: _LbRecorded, outcome: str) -> None:

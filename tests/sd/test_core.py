@@ -331,3 +331,23 @@ def test_backend_settings_come_from_the_environment() -> None:
     assert settings.sd.etcd_urls == ("http://10.0.0.1:2379", "http://10.0.0.2:2379")
     assert settings.sd.zookeeper_hosts == ("10.0.0.1:2181",)
     assert settings.sd.retry_timeout == 0.25
+
+
+def test_retry_prefers_an_endpoint_the_call_has_not_tried() -> None:
+    def bad(request: Any) -> Any:
+        raise ConnectionError("refused")
+
+    def good(request: Any) -> Any:
+        return "ok"
+
+    class Sticky:
+        """Gives the failing endpoint twice in a row, as a balancer shared by callers can."""
+
+        def __init__(self) -> None:
+            self.picks = iter([bad, bad, good])
+
+        def choose(self) -> Any:
+            return next(self.picks)
+
+    call = retry(Sticky(), 2, 1.0, kit=recording().kit)
+    assert call("x") == "ok"
