@@ -64,6 +64,7 @@ __all__ = [
     "AuthSettings",
     "BasicAuthSettings",
     "JwtAuthSettings",
+    "SdSettings",
     "KeyInfo",
     "load",
     "all_keys",
@@ -570,6 +571,42 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SdSettings:
+    """SdSettings configure service discovery built from configuration, e.g. ``[sd]``.
+
+    E.g. ``[sd] retry_max_attempts = 2``; `kitobs.sd.retry_from_config`,
+    `kitobs.sd.etcd.from_config`, `kitobs.sd.zk.from_config` and `kitobs.sd.dnssrv.from_config`
+    use them, arguments given in code win.
+    """
+
+    retry_max_attempts: int = _key(3, "Attempts of a retried call, the first included.", minimum=1)
+    retry_timeout: float = _key(
+        1.0,
+        "Seconds all attempts of a retried call may take together (the request's deadline, "
+        "if earlier, wins); 0 uses the request's deadline only.",
+        duration=True,
+        minimum=0.0,
+    )
+    etcd_urls: tuple[str, ...] = _key(
+        (), "etcd client URLs of one cluster, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379."
+    )
+    etcd_ca: str = _key("", "CA bundle verifying etcd's TLS certificate; empty: the system's.")
+    zookeeper_hosts: tuple[str, ...] = _key(
+        (), "ZooKeeper servers, e.g. 10.0.0.1:2181,10.0.0.2:2181."
+    )
+    zookeeper_session_timeout: float = _key(
+        5.0, "Seconds of the ZooKeeper session.", duration=True, minimum=1.0
+    )
+    dns_nameservers: tuple[str, ...] = _key(
+        (), "DNS servers for SRV lookups, e.g. 10.0.0.53; empty: the system's resolv.conf."
+    )
+    dns_port: int = _key(53, "Port of those DNS servers.", minimum=1, maximum=65535)
+    dns_refresh: float = _key(
+        30.0, "Seconds between two SRV lookups.", duration=True, minimum=0.001
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class BasicAuthSettings:
     """BasicAuthSettings configure `kitobs.auth.basic`, e.g. ``[auth.basic] realm = "api"``."""
 
@@ -640,6 +677,7 @@ class Settings:
     circuitbreaker: CircuitBreakerSettings = _section(CircuitBreakerSettings)
     ratelimit: RateLimitSettings = _section(RateLimitSettings)
     auth: AuthSettings = _section(AuthSettings)
+    sd: SdSettings = _section(SdSettings)
 
 
 # --------------------------------------------------------------------------------------------

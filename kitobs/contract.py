@@ -63,6 +63,15 @@ __all__ = [
     "BREAKER_STATES",
     "BREAKER_REJECT_REASONS",
     "RATELIMIT_DECISIONS",
+    "SD_INSTANCES",
+    "SD_EVENTS",
+    "SD_EVENT_OUTCOMES",
+    "SD_LAST_UPDATE",
+    "SD_FACTORY_ERRORS",
+    "LB_ATTEMPTS",
+    "LB_ATTEMPT_OUTCOMES",
+    "LB_ATTEMPTS_PER_CALL",
+    "LB_NO_ENDPOINTS",
     "RATELIMIT_WAIT_DURATION",
     "RATELIMIT_KEYS_EVICTED",
     "RATELIMIT_DECISION_VALUES",
@@ -130,6 +139,10 @@ OUTCOMES: tuple[str, ...] = (
 BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
 #: ``reason`` of ``kitobs_breaker_rejected_total``.
 BREAKER_REJECT_REASONS: tuple[str, ...] = ("open", "half_open_full")
+#: ``outcome`` of ``kitobs_sd_events_total``.
+SD_EVENT_OUTCOMES: tuple[str, ...] = ("update", "error")
+#: ``outcome`` of ``kitobs_lb_attempts_total``.
+LB_ATTEMPT_OUTCOMES: tuple[str, ...] = ("success", "error", "timeout", "no_endpoints")
 #: ``decision`` of ``kitobs_ratelimit_decisions_total``.
 RATELIMIT_DECISION_VALUES: tuple[str, ...] = ("allowed", "limited")
 #: ``scheme`` of ``kitobs_auth_failures_total``.
@@ -272,6 +285,70 @@ BREAKER_REJECTED: MetricSpec[Counter] = MetricSpec(
     labels=("breaker", "reason"),
     otel="kitobs.breaker.rejected",
 )
+#: ``kitobs_sd_instances``: instances discovery last reported, by service.
+SD_INSTANCES: MetricSpec[Gauge] = MetricSpec(
+    name="kitobs_sd_instances",
+    kind="gauge",
+    unit="",
+    help="Instances service discovery last reported for a service.",
+    labels=("service",),
+    otel="kitobs.sd.instances",
+)
+#: ``kitobs_sd_events_total``: discovery events, by service and outcome.
+SD_EVENTS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_sd_events",
+    kind="counter",
+    unit="",
+    help="Service discovery events published, by outcome (update, error).",
+    labels=("service", "outcome"),
+    otel="kitobs.sd.events",
+)
+#: ``kitobs_sd_last_update_timestamp_seconds``: when a service's set last updated.
+SD_LAST_UPDATE: MetricSpec[Gauge] = MetricSpec(
+    name="kitobs_sd_last_update_timestamp",
+    kind="gauge",
+    unit="seconds",
+    help="Unix time of the last good set of instances for a service (alert on its age).",
+    labels=("service",),
+    otel="kitobs.sd.last_update.timestamp",
+)
+#: ``kitobs_sd_factory_errors_total``: instances the endpoint factory failed on.
+SD_FACTORY_ERRORS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_sd_factory_errors",
+    kind="counter",
+    unit="",
+    help="Instances skipped because the endpoint factory raised.",
+    labels=("service",),
+    otel="kitobs.sd.factory_errors",
+)
+#: ``kitobs_lb_attempts_total``: attempts of retried calls, by outcome.
+LB_ATTEMPTS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_lb_attempts",
+    kind="counter",
+    unit="",
+    help="Attempts of retried calls, by outcome (success, error, timeout, no_endpoints).",
+    labels=("service", "outcome"),
+    otel="kitobs.lb.attempts",
+)
+#: ``kitobs_lb_attempts_per_call``: attempts one retried call made.
+LB_ATTEMPTS_PER_CALL: MetricSpec[Histogram] = MetricSpec(
+    name="kitobs_lb_attempts_per_call",
+    kind="histogram",
+    unit="",
+    help="Attempts one retried call made.",
+    labels=("service",),
+    otel="kitobs.lb.attempts_per_call",
+    buckets=(1.0, 2.0, 3.0, 4.0, 5.0, 8.0),
+)
+#: ``kitobs_lb_no_endpoints_total``: calls that found no endpoint.
+LB_NO_ENDPOINTS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_lb_no_endpoints",
+    kind="counter",
+    unit="",
+    help="Attempts that found no endpoint to call.",
+    labels=("service",),
+    otel="kitobs.lb.no_endpoints",
+)
 #: ``kitobs_ratelimit_decisions_total``: limiter decisions, allowed or limited.
 RATELIMIT_DECISIONS: MetricSpec[Counter] = MetricSpec(
     name="kitobs_ratelimit_decisions",
@@ -333,6 +410,13 @@ ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...]
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
     BREAKER_REJECTED,
+    SD_INSTANCES,
+    SD_EVENTS,
+    SD_LAST_UPDATE,
+    SD_FACTORY_ERRORS,
+    LB_ATTEMPTS,
+    LB_ATTEMPTS_PER_CALL,
+    LB_NO_ENDPOINTS,
     RATELIMIT_DECISIONS,
     RATELIMIT_WAIT_DURATION,
     RATELIMIT_KEYS_EVICTED,

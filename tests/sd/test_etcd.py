@@ -1,0 +1,163 @@
+"""etcd discovery against real etcd servers: the shared one of scripts/services, and a private
+one started here for the restart test."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kitobs.errors import ConfigError
+from kitobs.sd import Endpointer, Instance, etcd
+from tests.support.resilience import recording
+from tests.support.servers import free_port, require_env, servers_required
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def client() -> Iterator[etcd.Client]:
+    c = etcd.Client(require_env("KITOBSTEST_ETCD_URL"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _prefix() -> str:
+    return f"/kitobs-test/{uuid.uuid4().hex}/"
+
+
+def test_instancer_lists_and_watches_and_the_registrar_comes_and_goes(
+    client: etcd.Client,
+) -> None:
+    prefix = _prefix()
+    client.put(prefix + "a", "127.0.0.1:9001")
+    client.put(prefix + "junk", "not an instance")
+    rec = recording()
+    instancer = etcd.Instancer(client, prefix, service="users", kit=rec.kit)
+    endpointer: Endpointer[Instance] = Endpointer(instancer, lambda i: (i, None))
+    registrar = etcd.Registrar(client, prefix + "b", "127.0.0.1:9002", ttl=2, kit=rec.kit)
+    try:
+        assert endpointer.endpoints() == [Instance("127.0.0.1", 9001)]
+        registrar.register()
+        _eventually(lambda: len(endpointer.endpoints()) == 2)
+        time.sleep(2.5)  # past the lease's TTL: the keep-alive held it
+        assert len(endpointer.endpoints()) == 2
+        assert rec.metrics.value("kitobs_sd_instances", service="users") == 2.0
+        # The lease lost (as after a long outage): the registrar announces itself again.
+        assert registrar.lease is not None
+        client.revoke(registrar.lease)
+        _eventually(lambda: len(client.get_prefix(prefix + "b")[0]) == 1)
+        registrar.deregister()
+        _eventually(lambda: endpointer.endpoints() == [Instance("127.0.0.1", 9001)])
+        client.delete(prefix + "a")
+        _eventually(lambda: endpointer.endpoints() == [])
+    finally:
+        registrar.deregister()
+        instancer.stop()
+
+
+def _start_etcd(data: Path, port: int, peer: int) -> subprocess.Popen[bytes]:
+    url, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
+    process = subprocess.Popen(
+        [
+            "etcd", "--name", "t", "--data-dir", str(data),
+            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"t={peer_url}", "--log-level", "error", "--logger", "zap",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    probe = etcd.Client(url, timeout=0.5)
+    try:
+        _eventually(lambda: _healthy(probe))
+    finally:
+        probe.close()
+    return process
+
+
+def _healthy(probe: etcd.Client) -> bool:
+    try:
+        probe.get_prefix("/")
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_instancer_recovers_from_a_server_restart(tmp_path: Path) -> None:
+    if shutil.which("etcd") is None:
+        reason = "etcd is not installed: scripts/services installs it"
+        if servers_required():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    port, peer = free_port(), free_port()
+    server = _start_etcd(tmp_path / "etcd", port, peer)
+    client = etcd.Client(f"http://127.0.0.1:{port}", timeout=0.5)
+    rec = recording()
+    instancer = etcd.Instancer(client, "/svc/", service="users", backoff=0.05, kit=rec.kit)
+    seen: list[object] = []
+    instancer.subscribe(seen.append)
+    try:
+        client.put("/svc/a", "127.0.0.1:9001")
+        _eventually(lambda: seen[-1] == frozenset({Instance("127.0.0.1", 9001)}))
+        server.terminate()
+        server.wait(10)
+        _eventually(lambda: isinstance(seen[-1], Exception))
+        server = _start_etcd(tmp_path / "etcd", port, peer)
+        _eventually(lambda: seen[-1] == frozenset({Instance("127.0.0.1", 9001)}))
+        client.put("/svc/b", "127.0.0.1:9002")  # the watch is back, not only the list
+        _eventually(lambda: len(seen[-1]) == 2)  # type: ignore[arg-type]
+        warned = [r["msg"] for r in rec.logs if r.get("level") == "warn"]
+        assert "service discovery lost its server, keeping the last instances" in warned
+    finally:
+        instancer.stop()
+        client.close()
+        server.terminate()
+        server.wait(10)
+
+
+def test_client_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="scheme"):
+        etcd.Client("127.0.0.1:2379")
+    with pytest.raises(ConfigError, match="together"):
+        etcd.Client("http://127.0.0.1:2379", username="u")
+    with pytest.raises(ConfigError, match="certificate"):
+        etcd.Client("https://127.0.0.1:2379", key="k.pem")
+    with pytest.raises(ConfigError, match="at least 2"):
+        etcd.Registrar(etcd.Client("http://127.0.0.1:1"), "/k", "v", ttl=1)
+
+
+def test_credentials_are_sent(client: etcd.Client) -> None:
+    # etcd without auth enabled refuses authenticate: the error names the credentials.
+    url = require_env("KITOBSTEST_ETCD_URL")
+    authed = etcd.Client(url, username="root", password="secret")
+    try:
+        with pytest.raises(etcd.EtcdError, match="credentials"):
+            authed.get_prefix("/")
+    finally:
+        authed.close()
+
+
+def test_from_config_uses_the_sd_settings() -> None:
+    rec = recording(**{"sd.etcd_urls": ["http://127.0.0.1:1", "http://127.0.0.1:2"]})
+    c = etcd.from_config(rec.kit)
+    try:
+        assert c.urls == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    finally:
+        c.close()
+    with pytest.raises(ConfigError, match="etcd_urls"):
+        etcd.from_config(recording().kit)
