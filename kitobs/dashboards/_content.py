@@ -52,6 +52,13 @@ _WAIT = contract.RATELIMIT_WAIT_DURATION
 _EVICTED = contract.RATELIMIT_KEYS_EVICTED
 _AUTH_FAILURES = contract.AUTH_FAILURES
 _JWKS = contract.AUTH_JWKS_REFRESHES
+_SD_INSTANCES = contract.SD_INSTANCES
+_SD_EVENTS = contract.SD_EVENTS
+_SD_LAST_UPDATE = contract.SD_LAST_UPDATE
+_SD_FACTORY_ERRORS = contract.SD_FACTORY_ERRORS
+_LB_ATTEMPTS = contract.LB_ATTEMPTS
+_LB_PER_CALL = contract.LB_ATTEMPTS_PER_CALL
+_LB_NO_ENDPOINTS = contract.LB_NO_ENDPOINTS
 _DROPPED = contract.TELEMETRY_DROPPED
 _FOLDED = contract.LABEL_SETS_FOLDED
 
@@ -226,6 +233,75 @@ def _resilience() -> tuple[Cell, ...]:
     )
 
 
+def _quantile_panel(title: str, spec: q.Spec, by: Sequence[str], unit: str) -> JSON:
+    # As a latency panel, for a histogram of something other than seconds.
+    quantiles = "/".join(f"p{round(p * 100)}" for p in QUANTILES)
+    return timeseries(
+        title,
+        f"{quantiles} from `{spec.prometheus_name}_bucket`, by {', '.join(by)}.",
+        unit,
+        [
+            target(
+                q.quantile(p, spec, by, ()),
+                _legend(spec, *by, prefix=f"p{round(p * 100)}"),
+                exemplar=True,  # the calls' traces, as on the latency panels
+            )
+            for p in QUANTILES
+        ],
+    )
+
+
+def _discovery() -> tuple[Cell, ...]:
+    service = [q.label(_SD_INSTANCES, "service")]
+    return (
+        Cell(
+            timeseries(
+                "Instances by service",
+                f"`{_SD_INSTANCES.prometheus_name}`: what discovery last reported.",
+                "short",
+                [
+                    target(
+                        q.sum_by(service, q.series(_SD_INSTANCES)),
+                        _legend(_SD_INSTANCES, "service"),
+                    )
+                ],
+            ),
+            w=6,
+        ),
+        Cell(
+            timeseries(
+                "Seconds since the last discovery update",
+                f"time() minus `{_SD_LAST_UPDATE.prometheus_name}`: growing means a stale view.",
+                "dtdurations",
+                [
+                    target(
+                        "time() - "
+                        + q.max_by(
+                            [q.label(_SD_LAST_UPDATE, "service")], q.series(_SD_LAST_UPDATE)
+                        ),
+                        _legend(_SD_LAST_UPDATE, "service"),
+                    )
+                ],
+            ),
+            w=6,
+        ),
+        Cell(_counter_rate_panel("Discovery events", _SD_EVENTS, ("service", "outcome")), w=6),
+        Cell(_counter_rate_panel("Endpoint factory errors", _SD_FACTORY_ERRORS, ("service",)), w=6),
+        Cell(
+            _counter_rate_panel(
+                "Balanced call attempts by outcome",
+                _LB_ATTEMPTS,
+                ("service", "outcome"),
+                stack=True,
+            ),
+            w=6,
+        ),
+        Cell(_rate_panel("Retried calls by service", _LB_PER_CALL, ("service",), ()), w=6),
+        Cell(_quantile_panel("Attempts per call", _LB_PER_CALL, ("service",), "short"), w=6),
+        Cell(_counter_rate_panel("Calls with no endpoint", _LB_NO_ENDPOINTS, ("service",)), w=6),
+    )
+
+
 def _overview() -> JSON:
     route = [q.regex(_HTTP, "http_route", "$route")]
     endpoint = [q.regex(_ENDPOINT, "endpoint", "$endpoint")]
@@ -347,6 +423,7 @@ def _overview() -> JSON:
             Section("Endpoints", endpoints),
             Section("HTTP routes", routes),
             Section("Resilience: breakers, rate limits, auth", _resilience()),
+            Section("Discovery and load balancing", _discovery()),
         ],
     )
 

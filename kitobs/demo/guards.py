@@ -34,6 +34,7 @@ __all__ = [
     "SigningKey",
     "admin",
     "client_breakers",
+    "instance_breaker",
     "signing_key",
     "whoami",
 ]
@@ -115,6 +116,16 @@ def admin(request: Any) -> dict[str, Any]:
 def whoami(request: Any) -> dict[str, Any]:
     """whoami answers with the ``sub`` of the request's bearer token."""
     return _identity()
+
+
+def instance_breaker(kit: Kit, instance: Any) -> Breaker:
+    """instance_breaker is the breaker of one discovered instance, named after its address."""
+    return Breaker(
+        f"demo-http-{instance.address}-{instance.port}",
+        consecutive_failures=5,
+        open_timeout=5.0,
+        kit=kit,
+    )
 
 
 def client_breakers(kit: Kit) -> dict[str, Breaker]:

@@ -3,7 +3,11 @@ instrumented HTTP client and, when the demo serves gRPC, its instrumented gRPC c
 metrics and CLIENT spans appear too.
 
 HTTP calls go through circuit breakers (`kitobs.demo.guards.client_breakers`): a 5xx answer is a
-failure, so ``/flaky``'s failures open ``demo-flaky`` now and then. ``/admin`` is called with
+failure, so ``/flaky``'s failures open ``demo-flaky`` now and then. ``/sum`` and ``/concat`` are
+reached through service discovery, as a client finds a service it calls: a static Instancer
+(the demo's own address) feeds an Endpointer whose factory builds one breaker-wrapped endpoint
+per instance, balanced round robin with ``retry`` (three attempts within two seconds), so the
+discovery row of the dashboards moves. ``/admin`` is called with
 right and wrong Basic credentials, ``/whoami`` with a token signed per call
 (`kitobs.auth.jwt.signer`), with none and with a malformed one, so the auth failure counters move.
 """
@@ -19,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from kitobs import sd
 from kitobs.demo import guards
 from kitobs.demo.service import IntRequest, TextRequest
 from kitobs.endpoint import Endpoint, RequestError
@@ -94,6 +99,21 @@ class LoadGenerator:
         breakers = guards.client_breakers(kit)
         self._flaky: Endpoint = breakers["flaky"](self._get)
         self._api: Endpoint = breakers["api"](self._get)
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        self._instancer = sd.StaticInstancer(
+            [sd.Instance(host, int(port))], service="demo-http", kit=kit
+        )
+        self._endpointer: sd.Endpointer[Endpoint] = sd.Endpointer(
+            self._instancer, self._instance_endpoint, kit=kit
+        )
+        self._discovered: Endpoint = sd.retry(
+            sd.RoundRobin(self._endpointer.endpoints),
+            3,
+            2.0,
+            service="demo-http",
+            instance_of=self._endpointer.instance_of,
+            kit=kit,
+        )
         self._signed: Endpoint | None = None
         if key is not None:
             from kitobs.auth import jwt
@@ -117,6 +137,8 @@ class LoadGenerator:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         self._client.close()
+        self._endpointer.close()
+        self._instancer.stop()
         if self._grpc is not None:
             self._grpc.close()
 
@@ -135,14 +157,29 @@ class LoadGenerator:
             if path.signed and self._signed is None:
                 continue  # no JWT support installed: /whoami is not served
             call = self._flaky if path.path == "/flaky" else self._api
+            if path.path.startswith(("/sum", "/concat")):
+                call = self._discovered
             if path.signed and self._signed is not None:
                 call = self._signed
             try:
                 call(path)
-            except (ServerError, RequestError):
-                pass  # a 5xx, or a call the open breaker refused: both are recorded
+            except (ServerError, RequestError, sd.RetryError):
+                pass  # a 5xx, a refused call or one whose attempts all failed: all recorded
             except httpx.HTTPError as err:
                 self._kit.logger.log("msg", "demo load request failed", "error", repr(err))
+
+    def _instance_endpoint(self, instance: sd.Instance) -> tuple[Endpoint, None]:
+        # One endpoint per discovered instance, behind its own breaker, as go-kit advises.
+        base = f"http://{instance.address}:{instance.port}"
+        breaker = guards.instance_breaker(self._kit, instance)
+
+        def get(call: _Call) -> httpx.Response:
+            response = self._client.get(base + call.path, auth=call.auth, headers=call.headers)
+            if response.status_code >= 500:
+                raise ServerError(f"{call.path} answered {response.status_code}")
+            return response
+
+        return breaker(get), None
 
     def _get(self, call: _Call) -> httpx.Response:
         response = self._client.get(call.path, auth=call.auth, headers=call.headers)

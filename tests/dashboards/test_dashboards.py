@@ -219,7 +219,11 @@ def test_overview_has_route_and_endpoint_variables() -> None:
 # --- Content: units, exemplars, quantiles, error ratio --------------------------------------------
 
 
-UNITS = {"s", "reqps", "percentunit", "bytes", "short", "cps"}
+UNITS = {"s", "reqps", "percentunit", "bytes", "short", "cps", "dtdurations"}
+# Histograms of something other than seconds (attempts per call): their quantiles are counts.
+COUNT_HISTOGRAMS = {
+    f"{s.prometheus_name}_bucket" for s in contract.ALL if s.kind == "histogram" and not s.unit
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -230,8 +234,9 @@ def test_units_and_exemplars(name: str) -> None:
         unit = panel["fieldConfig"]["defaults"]["unit"]
         assert unit in UNITS, panel["title"]
         exprs = [t["expr"] for t in panel["targets"]]
+        counts = any(m in COUNT_HISTOGRAMS for e in exprs for m in queries.metric_names(e))
         if any("histogram_quantile" in e for e in exprs):
-            assert unit == "s", panel["title"]
+            assert unit == ("short" if counts else "s"), panel["title"]
             if panel["type"] == "timeseries":
                 assert all(t["exemplar"] is True for t in panel["targets"]), panel["title"]
         if "error ratio" in panel["title"].lower():
@@ -248,7 +253,11 @@ def test_latency_panels_show_p50_p90_p99_over_buckets() -> None:
         if p["type"] == "timeseries" and p["fieldConfig"]["defaults"]["unit"] == "s"
     ]
     covered = {m for p in latency for t in p["targets"] for m in queries.metric_names(t["expr"])}
-    histograms = {f"{s.prometheus_name}_bucket" for s in contract.ALL if s.kind == "histogram"}
+    histograms = {
+        f"{s.prometheus_name}_bucket"
+        for s in contract.ALL
+        if s.kind == "histogram" and s.unit == "seconds"
+    }
     assert covered == histograms  # one latency panel at least per duration histogram
     for panel in latency:
         exprs = [t["expr"] for t in panel["targets"]]
