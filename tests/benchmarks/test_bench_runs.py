@@ -170,3 +170,20 @@ def test_bench_auth_quick_prints_every_row_and_ratio() -> None:
         assert re.search(rf"\n{scheme} ratio: kitobs overhead / peer overhead = \d+\.\d\d", out), (
             out
         )
+
+
+def test_bench_nats_quick_prints_every_row_and_the_ratio() -> None:
+    from tests.support.servers import require_env
+
+    out = _run("bench_nats.py", "--quick", "--url", require_env("KITOBSTEST_NATS_URL"))
+    times = {
+        m[1].strip(): float(m[2])
+        for m in re.finditer(r"^(.{18}) *([\d.]+) us/round trip", out, re.M)
+    }
+    assert list(times) == ["bare nats-py", "bare + traceparent", "kitobs"], out
+    assert all(value > 0 for value in times.values()), out
+    assert "kitobs spans per round trip: 2" in out  # CLIENT and SERVER, none dropped
+    m = re.search(r"^ratio: kitobs added cost is (-?[\d.]+) us, (-?[\d.]+)% of a bare", out, re.M)
+    assert m is not None, out
+    added = times["kitobs"] - times["bare nats-py"]
+    assert abs(float(m[1]) - added) < 0.15, out

@@ -123,7 +123,8 @@ def test_request_reply_is_one_trace_with_both_sides_recorded(rig: Rig) -> None:
     endpoint_line = next(line for line in lines if "msg=adding" in line)
     access = next(line for line in lines if "transport=nats" in line and "status=ok" in line)
     trace = re.search(r"trace_id=(\w+)", endpoint_line)
-    assert trace is not None and trace[0] in access
+    assert trace is not None
+    assert trace[0] in access
     assert f"subject={subject}" in access
     labels = {"messaging_system": "nats", "messaging_destination_name": subject}
     assert len(rig.metrics.observations(OP, messaging_operation_name="request", **labels)) == 1
@@ -160,7 +161,8 @@ def test_publish_reaches_a_pattern_subscriber_as_a_consumer_span(rig: Rig) -> No
     _run(main())
     consumers = [s for s in rig.spans.spans if s.kind.name == "CONSUMER"]
     producers = {s.span_id: s for s in rig.spans.spans if s.kind.name == "PRODUCER"}
-    assert len(consumers) == 2 and len(producers) == 2
+    assert len(consumers) == 2
+    assert len(producers) == 2
     for span in consumers:
         assert span.parent_id in producers
         assert span.name == f"process {pattern}"
@@ -231,7 +233,10 @@ def test_errors_are_replied_with_an_error_body_and_recorded(rig: Rig) -> None:
     client_errors = {s["error_type"] for s in rig.metrics.series(OP)}
     assert client_errors == {"kitobs.transport.nats.ReplyError"}
     rig.metrics.assert_counter(
-        SENT, 2, messaging_operation_name="request", error_type="kitobs.transport.nats.ReplyError",
+        SENT,
+        2,
+        messaging_operation_name="request",
+        error_type="kitobs.transport.nats.ReplyError",
         **labels,
     )
     failed = [s for s in rig.spans.spans if s.kind.name == "SERVER"]
@@ -320,7 +325,8 @@ def test_hooks_run_in_order_and_set_headers(rig: Rig) -> None:
 
     assert _run(main()) == {"v": 5}
     assert calls == ["before acme", "after", "final None"]
-    assert replies[0].headers is not None and replies[0].headers["x-served-by"] == "calc"
+    assert replies[0].headers is not None
+    assert replies[0].headers["x-served-by"] == "calc"
 
 
 def test_public_edge_starts_a_new_trace_linking_the_caller() -> None:
@@ -418,8 +424,9 @@ def _task_kinds() -> collections.Counter[str]:
 def test_server_restart_under_load(own_server: OwnServer) -> None:
     rig = _rig(own_server.url)
     subject = _subject("restart")
-    outcomes: dict[str, int] = {"ok": 0, "publish_error": 0, "timeout": 0}
+    outcomes: dict[str, int] = {"ok": 0, "publish_error": 0, "timeout": 0, "no_responders": 0}
     down = asyncio.Event()  # set: the load stops
+    errors: list[kn.PublishError] = []
 
     async def main() -> None:
         options = {"reconnect_time_wait": 0.1, "max_reconnect_attempts": -1}
@@ -437,24 +444,28 @@ def test_server_restart_under_load(own_server: OwnServer) -> None:
                         assert await client({"a": 1, "b": 1}) == {"v": 2}
                         outcomes["ok"] += 1
                     except kn.PublishError as exc:
-                        assert "reconnect buffer" in str(exc)
-                        assert isinstance(exc.__cause__, nats.errors.OutboundBufferLimitError)
+                        errors.append(exc)
                         outcomes["publish_error"] += 1
                         await asyncio.sleep(0.01)
                     except nats.errors.TimeoutError:  # sent just before the server went away
                         outcomes["timeout"] += 1
+                    except nats.errors.NoRespondersError:  # back before the subscriber is
+                        outcomes["no_responders"] += 1
+                        await asyncio.sleep(0.01)
+
+            async def until(what: str, count: int) -> None:
+                while outcomes[what] < count:
+                    assert not runner.done(), runner
+                    await asyncio.sleep(0.01)
 
             runner = asyncio.create_task(load())
-            while outcomes["ok"] < 20:
-                await asyncio.sleep(0.01)
+            await until("ok", 20)
             tasks_before = _task_kinds()  # the load's and both connections' (reply inbox too)
             await asyncio.to_thread(own_server.stop)
-            while outcomes["publish_error"] < 5:
-                await asyncio.sleep(0.01)
+            await until("publish_error", 5)
             ok_while_down = outcomes["ok"]
             await asyncio.to_thread(own_server.start)  # same port
-            while outcomes["ok"] <= ok_while_down + 20:
-                await asyncio.sleep(0.01)
+            await until("ok", ok_while_down + 20)
             # nats-py makes its connection's tasks anew on reconnecting: the same kinds, no more.
             assert _task_kinds() == tasks_before
             down.set()  # stops the load
@@ -481,6 +492,10 @@ def test_server_restart_under_load(own_server: OwnServer) -> None:
         **labels,
     )
     rig.metrics.assert_counter(SENT, outcomes["ok"], **labels)
+    assert len(errors) == outcomes["publish_error"]
+    for exc in errors:  # the caller is told what happened
+        assert "the connection is down (reconnecting)" in str(exc)
+        assert isinstance(exc.__cause__, nats.errors.OutboundBufferLimitError)
     assert rig.metrics.value("kitobs_messaging_reconnects_total", messaging_system="nats") == 2
     assert rig.out.getvalue().count("event=reconnected") == 2
     assert "level=warn" in rig.out.getvalue()
