@@ -264,6 +264,10 @@ class _Events:
         return f"{url.hostname}:{url.port}"
 
     async def disconnected(self) -> None:
+        nc = self.nc
+        if nc is not None and (nc.is_closed or nc.is_draining):  # closed on purpose
+            await _call_quietly(self._user_disconnected)
+            return
         try:
             self._warn("event", "disconnected", "msg", "lost the connection to NATS; reconnecting")
         except Exception:
