@@ -420,7 +420,6 @@ def _task_kinds() -> collections.Counter[str]:
     return collections.Counter(t.get_coro().__qualname__ for t in asyncio.all_tasks())  # type: ignore[union-attr]
 
 
-@pytest.mark.slow
 def test_server_restart_under_load(own_server: OwnServer) -> None:
     rig = _rig(own_server.url)
     subject = _subject("restart")
@@ -552,3 +551,20 @@ def test_config_from_the_environment() -> None:
     assert settings.transport.nats.url == "nats://10.0.0.5:4222"
     assert settings.transport.nats.reconnect_buffer_size == 0
     assert settings.transport.nats.request_timeout == 2.5
+
+
+def test_connect_runs_the_given_callbacks_and_a_close_is_not_a_lost_connection(rig: Rig) -> None:
+    seen: list[str] = []
+
+    async def disconnected() -> None:
+        seen.append("disconnected")
+        raise RuntimeError("a raising callback must not reach nats-py")
+
+    async def main() -> None:
+        nc = await kn.connect(rig.kit, rig.url, disconnected_cb=disconnected)
+        assert nc.is_connected
+        await nc.close()
+
+    _run(main())
+    assert seen == ["disconnected"]
+    assert "event=disconnected" not in rig.out.getvalue()  # closed on purpose: no warning
