@@ -18,7 +18,10 @@ Round trips are timed in interleaved repeats (sequential requests), on this proc
 (both sides' Python work; the server's own is in its process) and on the wall clock (noisier on
 a shared machine); the medians, the added cost and its share of a bare round trip are printed.
 A third row sends bare requests with a ``traceparent`` header: the part of the cost that is
-nats-py's header handling. Goal: at most 10%.
+nats-py's header handling. The last ratio times the instrumentation alone: the Subscriber's
+handler and the Publisher over a stub connection without I/O (a request handed straight to the
+handler), less the bare codec work, as a share of the bare round trip's CPU time. Goal: at most
+10%.
 """
 
 from __future__ import annotations
@@ -70,6 +73,35 @@ def _start_server(work: str) -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.02)
     proc.terminate()
     raise SystemExit("nats-server did not start")
+
+
+class _Msg:
+    """The fields of a nats-py message the transport reads."""
+
+    def __init__(self, subject: str, data: bytes, reply: str, headers: Any) -> None:
+        self.subject, self.data, self.reply, self.headers = subject, data, reply, headers
+
+
+class _Stub:
+    """A connection without I/O: a request goes straight to the handler, its reply back."""
+
+    handler: Any
+
+    def __init__(self) -> None:
+        self.reply: _Msg | None = None
+
+    async def publish(self, subject: str, payload: bytes = b"", headers: Any = None) -> None:
+        self.reply = _Msg(subject, payload, "", headers)
+
+    async def request(
+        self, subject: str, payload: bytes, timeout: float = 0, headers: Any = None
+    ) -> _Msg:
+        await self.handler(_Msg(subject, payload, "_INBOX.stub", headers))
+        assert self.reply is not None
+        return self.reply
+
+
+no_io: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
 
 
 async def _bench(
@@ -127,6 +159,24 @@ async def _bench(
         spans.clear()
         kitobs_times.append(await timed(kitobs))
     recorded = len(spans.spans)
+    stub = _Stub()
+    stub.handler = kn.Subscriber(add, kit=kit).handler(stub, "bench.stub")  # type: ignore[arg-type]
+    stub_publisher = kn.Publisher(stub, "bench.stub", kit=kit, timeout=5.0)  # type: ignore[arg-type]
+
+    async def kitobs_no_io() -> None:
+        assert await stub_publisher(request) == {"v": 3}
+
+    async def bare_no_io() -> None:
+        data = json.dumps(request).encode()
+        reply = json.dumps(add(json.loads(data))).encode()
+        assert json.loads(reply) == {"v": 3}
+
+    for call in (bare_no_io, kitobs_no_io):
+        await timed(call)
+    for _ in range(repeats):
+        no_io[0].append(await timed(bare_no_io))
+        spans.clear()
+        no_io[1].append(await timed(kitobs_no_io))
     for nc in conns:
         await nc.close()
     kit.close()
@@ -165,9 +215,18 @@ def main() -> None:
         wall = statistics.median(t[1] for t in times) * 1e6
         rows[name] = (cpu, wall)
         print(f"{name:18} {cpu:8.1f} {wall:8.1f}  us/round trip")
+    stub_cpu = [statistics.median(t[0] for t in times) * 1e6 for times in no_io]
+    print(
+        f"without I/O (a stub connection): bare codec {stub_cpu[0]:.1f} us, "
+        f"kitobs {stub_cpu[1]:.1f} us CPU"
+    )
     print(f"kitobs spans per round trip: {recorded / number:.0f}")
-    for i, clock in enumerate(("CPU", "wall")):
-        bare, added = rows["bare nats-py"][i], rows["kitobs"][i] - rows["bare nats-py"][i]
+    added_by = {
+        "CPU": (rows["bare nats-py"][0], rows["kitobs"][0] - rows["bare nats-py"][0]),
+        "wall": (rows["bare nats-py"][1], rows["kitobs"][1] - rows["bare nats-py"][1]),
+        "no I/O": (rows["bare nats-py"][0], stub_cpu[1] - stub_cpu[0]),
+    }
+    for clock, (bare, added) in added_by.items():
         print(
             f"ratio ({clock}): kitobs added cost is {added:.1f} us, {added / bare:.1%} of a bare "
             f"round trip (goal <= {GOAL:.0%}: {'met' if added / bare <= GOAL else 'missed'})"

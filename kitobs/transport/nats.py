@@ -53,7 +53,7 @@ from kitobs.endpoint.context import (
     OUTGOING_METADATA,
     Cancellation,
     DeadlineExceeded,
-    Metadata,
+    LazyMetadata,
     RequestContext,
     attach,
     current,
@@ -61,7 +61,7 @@ from kitobs.endpoint.context import (
     from_fields,
 )
 from kitobs.transport.core import Instruments, exception_type
-from kitobs.transport.http import encode_error, server_timeout
+from kitobs.transport.http import BadRequest, encode_error, server_timeout
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
@@ -151,8 +151,6 @@ def decode_json_request(msg: Msg) -> Any:
     Raises:
         kitobs.transport.http.BadRequest: the body is not JSON (answered with code 400).
     """
-    from kitobs.transport.http import BadRequest
-
     try:
         return json.loads(msg.data)
     except (ValueError, RecursionError) as exc:
@@ -425,6 +423,20 @@ class Subscriber:
         return _Handler(self, nc, subject, queue).__call__
 
 
+class _Headers(LazyMetadata):
+    """A message's headers as request metadata, decoded only when an endpoint reads them."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: dict[str, str] | None) -> None:
+        self._decoded = None
+        self._headers = headers
+
+    def pairs(self) -> Any:
+        headers = self._headers
+        return headers.items() if headers else ()
+
+
 class _Handler:
     """One subscription's message callback, with its label values and attributes bound."""
 
@@ -486,7 +498,7 @@ class _Handler:
             inst.drop(inst.dropped_metrics)
         timeout = srv._timeout
         deadline = time.monotonic() + timeout if timeout is not None else None
-        token = attach(from_fields((deadline, Cancellation(), Metadata(headers or {}), NO_VALUES)))
+        token = attach(from_fields((deadline, Cancellation(), _Headers(headers), NO_VALUES)))
         error: BaseException | None = None
         reply_headers: dict[str, str] = {}
         try:
