@@ -59,6 +59,7 @@ __all__ = [
     "TransportSettings",
     "HttpTransportSettings",
     "GrpcTransportSettings",
+    "NatsTransportSettings",
     "CircuitBreakerSettings",
     "RateLimitSettings",
     "AuthSettings",
@@ -495,11 +496,47 @@ class GrpcTransportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NatsTransportSettings:
+    """NatsTransportSettings configure the NATS transport, e.g. ``url = "nats://10.0.0.5:4222"``."""
+
+    url: str = _key(
+        "nats://127.0.0.1:4222",
+        "Server URL(s) kitobs.transport.nats.connect dials; several separated by commas.",
+    )
+    connect_timeout: float = _key(
+        2.0, "Seconds one connection attempt may take.", duration=True, minimum=0.001
+    )
+    request_timeout: float = _key(
+        10.0,
+        "Seconds a Publisher waits for a reply (a request context's deadline shortens it).",
+        duration=True,
+        minimum=0.001,
+    )
+    reconnect_time_wait: float = _key(
+        2.0, "Seconds between reconnection attempts to one server.", duration=True, minimum=0.0
+    )
+    max_reconnect_attempts: int = _key(
+        60, "Reconnection attempts per server before giving up; -1 for no limit.", minimum=-1
+    )
+    reconnect_buffer_size: int = _key(
+        2 * 1024 * 1024,
+        "Bytes of publishes held while reconnecting; past it a publish fails (0: none held).",
+        minimum=0,
+    )
+    access_log: bool = _key(
+        True,
+        "Write one info line per message a Subscriber processes (subject, status, duration, "
+        "trace ids) through the Kit's logger; failures at error.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class TransportSettings:
     """TransportSettings configure the transports, e.g. ``[transport.http]``."""
 
     http: HttpTransportSettings = _section(HttpTransportSettings)
     grpc: GrpcTransportSettings = _section(GrpcTransportSettings)
+    nats: NatsTransportSettings = _section(NatsTransportSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,13 @@ __all__ = [
     "AUTH_JWKS_REFRESHES",
     "AUTH_SCHEMES",
     "AUTH_FAILURE_REASONS",
+    "MESSAGING_CLIENT_OPERATION_DURATION",
+    "MESSAGING_PROCESS_DURATION",
+    "MESSAGING_CLIENT_SENT_MESSAGES",
+    "MESSAGING_CLIENT_CONSUMED_MESSAGES",
+    "MESSAGING_SETTLEMENTS",
+    "MESSAGING_RECONNECTS",
+    "MESSAGING_SETTLEMENT_VALUES",
     "TELEMETRY_DROPPED",
     "LABEL_SETS_FOLDED",
     "ALL",
@@ -121,6 +128,10 @@ ATTRIBUTE_NAMES: dict[str, str] = {
     "decision": "kitobs.limiter.decision",
     "scheme": "kitobs.auth.scheme",
     "result": "kitobs.result",
+    "messaging_system": "messaging.system",
+    "messaging_operation_name": "messaging.operation.name",
+    "messaging_destination_name": "messaging.destination.name",
+    "settlement": "kitobs.messaging.settlement",
 }
 
 #: Outcomes of an endpoint call, the values of the ``outcome`` label.
@@ -156,6 +167,8 @@ AUTH_FAILURE_REASONS: tuple[str, ...] = (
     "invalid",
     "unexpected_alg",
 )
+#: ``settlement`` of ``kitobs_messaging_settlements_total``: how a consumer settled a message.
+MESSAGING_SETTLEMENT_VALUES: tuple[str, ...] = ("ack", "nack", "requeue", "reject")
 #: ``http_route`` of a request that matched no route.
 UNMATCHED_ROUTE = "unmatched"
 #: ``http_request_method`` of a method outside `KNOWN_METHODS`.
@@ -398,6 +411,77 @@ AUTH_JWKS_REFRESHES: MetricSpec[Counter] = MetricSpec(
     labels=("result",),
     otel="kitobs.auth.jwks.refreshes",
 )
+# The messaging transports (NATS, AMQP). messaging_destination_name is the subscription's subject
+# pattern or the queue's name, never a concrete subject a client chose: it stays bounded.
+_MESSAGING_LABELS = (
+    "messaging_system",
+    "messaging_operation_name",
+    "messaging_destination_name",
+    "error_type",
+)
+#: ``messaging_client_operation_duration_seconds``: publishes and requests, by destination.
+MESSAGING_CLIENT_OPERATION_DURATION: MetricSpec[Histogram] = MetricSpec(
+    name="messaging_client_operation_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of messaging client operations (publish, request/reply, settle).",
+    labels=_MESSAGING_LABELS,
+    otel="messaging.client.operation.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type",),
+)
+#: ``messaging_process_duration_seconds``: messages a subscriber processed.
+MESSAGING_PROCESS_DURATION: MetricSpec[Histogram] = MetricSpec(
+    name="messaging_process_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of processing one received message, by subscription (subject pattern, queue).",
+    labels=_MESSAGING_LABELS,
+    otel="messaging.process.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type",),
+)
+#: ``messaging_client_sent_messages_total``: messages sent, by destination.
+MESSAGING_CLIENT_SENT_MESSAGES: MetricSpec[Counter] = MetricSpec(
+    name="messaging_client_sent_messages",
+    kind="counter",
+    unit="",
+    help="Messages a client sent or tried to send; error_type on those that failed.",
+    labels=_MESSAGING_LABELS,
+    otel="messaging.client.sent.messages",
+    optional_labels=("error_type",),
+)
+#: ``messaging_client_consumed_messages_total``: messages received.
+MESSAGING_CLIENT_CONSUMED_MESSAGES: MetricSpec[Counter] = MetricSpec(
+    name="messaging_client_consumed_messages",
+    kind="counter",
+    unit="",
+    help=(
+        "Messages delivered to a consumer; error_type on those dropped before processing "
+        "(e.g. a slow consumer's)."
+    ),
+    labels=_MESSAGING_LABELS,
+    otel="messaging.client.consumed.messages",
+    optional_labels=("error_type",),
+)
+#: ``kitobs_messaging_settlements_total``: acks, nacks, requeues and rejects.
+MESSAGING_SETTLEMENTS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_settlements",
+    kind="counter",
+    unit="",
+    help="Messages a consumer settled, by settlement (ack, nack, requeue, reject).",
+    labels=("messaging_system", "messaging_destination_name", "settlement"),
+    otel="kitobs.messaging.settlements",
+)
+#: ``kitobs_messaging_reconnects_total``: broker reconnections, by system.
+MESSAGING_RECONNECTS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_reconnects",
+    kind="counter",
+    unit="",
+    help="Reconnections of a messaging client to its server after a lost connection.",
+    labels=("messaging_system",),
+    otel="kitobs.messaging.reconnects",
+)
 
 #: Every metric of the contract, in table order.
 ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...] = (
@@ -422,6 +506,12 @@ ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...]
     RATELIMIT_KEYS_EVICTED,
     AUTH_FAILURES,
     AUTH_JWKS_REFRESHES,
+    MESSAGING_CLIENT_OPERATION_DURATION,
+    MESSAGING_PROCESS_DURATION,
+    MESSAGING_CLIENT_SENT_MESSAGES,
+    MESSAGING_CLIENT_CONSUMED_MESSAGES,
+    MESSAGING_SETTLEMENTS,
+    MESSAGING_RECONNECTS,
     TELEMETRY_DROPPED,
     LABEL_SETS_FOLDED,
 )

@@ -9,7 +9,8 @@ request counts nothing twice:
   INTERNAL span per call (`kitobs.endpoint.instrument.instrument`, `instrumenting`);
 - transport layer: ``http_server_request_duration_seconds``, ``http_server_active_requests`` and
   a SERVER span per request; ``http_client_request_duration_seconds`` and a CLIENT span per
-  outgoing request; ``rpc_*`` for gRPC (`kitobs.transport.grpc`).
+  outgoing request; ``rpc_*`` for gRPC (`kitobs.transport.grpc`); ``messaging_*`` for NATS
+  (`kitobs.transport.nats`: a SERVER or CONSUMER span per message, CLIENT or PRODUCER per send).
 
 Attachment points, one module each (the names of `kitobs.contract`; route templates, never raw
 paths; ``unmatched`` when no route matched; unknown methods ``_OTHER``):

@@ -182,3 +182,36 @@ def test_bench_transport_quick_is_fair_and_prints_every_row() -> None:
         exported, made = (int(w) for w in line.split() if w.isdigit())
         assert exported == made > 0, line  # no span was dropped on either side
     assert out.count("ratio: kitobs added cost is 1/") == 2, out
+
+
+def test_bench_nats_quick_prints_every_row_and_the_ratio() -> None:
+    from tests.support.servers import require_env
+
+    out = _run("bench_nats.py", "--quick", "--url", require_env("KITOBSTEST_NATS_URL"))
+    times = {
+        m[1].strip(): (float(m[2]), float(m[3]))
+        for m in re.finditer(r"^(.{18}) +([\d.]+) +([\d.]+)  us/round trip$", out, re.M)
+    }
+    assert list(times) == ["bare nats-py", "bare + traceparent", "kitobs"], out
+    assert all(cpu > 0 and wall > 0 for cpu, wall in times.values()), out
+    assert "kitobs spans per round trip: 2" in out  # CLIENT and SERVER, none dropped
+    stub = re.search(
+        r"^without I/O \(a stub connection\): bare codec ([\d.]+) us, kitobs ([\d.]+)", out, re.M
+    )
+    assert stub is not None, out
+    assert float(stub[2]) > float(stub[1]) > 0, out  # the instrumentation costs something
+    bare_cpu, bare_wall = times["bare nats-py"]
+    for clock, added, bare in (
+        ("CPU", times["kitobs"][0] - bare_cpu, bare_cpu),
+        ("wall", times["kitobs"][1] - bare_wall, bare_wall),
+        ("no I/O", float(stub[2]) - float(stub[1]), bare_cpu),
+    ):
+        m = re.search(
+            rf"^ratio \({clock}\): kitobs added cost is (-?[\d.]+) us, (-?[\d.]+)% of a bare "
+            r"round trip \(goal <= 10%: (met|missed)\)$",
+            out,
+            re.M,
+        )
+        assert m is not None, out
+        assert abs(float(m[1]) - added) < 0.15, out
+        assert abs(float(m[2]) - 100 * added / bare) < 0.1, out
