@@ -1,6 +1,7 @@
 """The ``kitobs`` command: the demo service, dashboard export and configuration help.
 
-``kitobs demo [--host H] [--port P] [--config FILE] [--load RATE]`` runs the example service;
+``kitobs demo [--host H] [--port P] [--config FILE] [--load RATE] [--nats URL]`` runs the example
+service;
 ``kitobs dashboards export [--out DIR]`` writes the Grafana dashboards;
 ``kitobs config show`` prints the effective configuration, ``kitobs config reference`` the
 reference of every key, and ``kitobs contract reference`` the metric names kitobs emits. A
@@ -87,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this many seconds (0, the default, runs until SIGINT or SIGTERM)",
     )
+    demo.add_argument(
+        "--nats",
+        metavar="URL",
+        help="NATS server for the /relay worker, e.g. nats://127.0.0.1:4222 (none by default)",
+    )
 
     dash = sub.add_parser("dashboards", help="Grafana dashboards")
     dash_sub = dash.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -119,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config_path=args.config,
                 load=args.load,
                 duration=args.duration,
+                nats_url=args.nats,
             )
         if args.command == "dashboards":
             from kitobs.dashboards import export

@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kitobs import config
 from kitobs.errors import ConfigError
 from kitobs.kit import Kit
+
+if TYPE_CHECKING:
+    from kitobs.demo.messaging import Relay
 
 __all__ = ["DEMO_DEFAULTS", "run"]
 
@@ -45,6 +48,7 @@ def run(
     load: float = 0.0,
     duration: float = 0.0,
     env: Mapping[str, str] | None = None,
+    nats_url: str | None = None,
 ) -> int:
     """run serves the demo until SIGINT or SIGTERM (or *duration* seconds) and returns 0.
 
@@ -64,8 +68,9 @@ def run(
 
     kit = Kit.from_settings(settings)
     key = signing_key()
+    relay = _relay(kit, nats_url) if nats_url else None
     try:
-        server = DemoServer(kit, host, port, key)
+        server = DemoServer(kit, host, port, key, relay)
     except OSError as err:
         kit.close()
         print(f"kitobs demo: cannot listen on {host}:{port}: {err.strerror}", file=sys.stderr)
@@ -82,7 +87,11 @@ def run(
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    generator = LoadGenerator(kit, server.url, load, grpc_target, key) if load > 0 else None
+    generator = (
+        LoadGenerator(kit, server.url, load, grpc_target, key, relay=relay is not None)
+        if load > 0
+        else None
+    )
     try:
         server.start()
         _banner(server.url, grpc_target, settings, load)
@@ -97,6 +106,8 @@ def run(
         if generator is not None:
             generator.stop()
         server.stop()
+        if relay is not None:
+            relay.close()
         if grpc_server is not None:
             grpc_server.close()
         kit.close()
@@ -104,6 +115,19 @@ def run(
             signal.signal(sig, handler)
         print("kitobs demo stopped", flush=True)
     return 0
+
+
+def _relay(kit: Kit, url: str) -> Relay | None:
+    # The NATS worker behind /relay; a demo that cannot reach NATS runs without it, and says so.
+    from kitobs.demo.messaging import Relay
+
+    try:
+        relay = Relay(kit, url)
+        relay.start()
+    except (ConnectionError, ImportError) as err:
+        kit.logger.log("level", "warn", "msg", "demo /relay disabled", "error", str(err))
+        return None
+    return relay
 
 
 def _banner(url: str, grpc_target: str | None, settings: config.Settings, load: float) -> None:

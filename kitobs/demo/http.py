@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from kitobs.demo import guards
+from kitobs.demo.messaging import Relay
 from kitobs.demo.service import IntRequest, SlowRequest, TextRequest, make_endpoints
 from kitobs.endpoint.instrument import instrumenting
 from kitobs.kit import Kit
@@ -68,12 +69,16 @@ def _encode(response: Any) -> wsgi.Response:
 
 
 def build_app(
-    kit: Kit, base_url: str = "http://127.0.0.1", key: guards.SigningKey | None = None
+    kit: Kit,
+    base_url: str = "http://127.0.0.1",
+    key: guards.SigningKey | None = None,
+    relay: Relay | None = None,
 ) -> wsgi.WSGIApp:
     """build_app returns the demo's WSGI application, instrumented through *kit*.
 
     *base_url* is where the app is served (its JWKS is read back from there); without a signing
-    *key*, ``/whoami`` is not served.
+    *key*, ``/whoami`` is not served, and without a *relay* (`kitobs.demo.messaging`), neither
+    is ``/relay``.
     """
     endpoints = make_endpoints()
     instrumented = instrumenting(kit)
@@ -89,6 +94,9 @@ def build_app(
         instrumented(guard.api(guard.admin(guards.admin))), no_request, wsgi.encode_json,
         route="/admin",
     )  # fmt: skip
+    if relay is not None:
+        relayed = instrumenting(kit, name="relay")(guard.api(relay.call))
+        routes["/relay"] = wsgi.Server(relayed, _decode_sum, _encode, route="/relay")
     if guard.bearer is not None and key is not None:
         routes["/whoami"] = wsgi.Server(
             instrumented(guard.api(guard.bearer(guards.whoami))), no_request, wsgi.encode_json,
@@ -146,7 +154,12 @@ class DemoServer:
     """DemoServer serves the demo app on *host*:*port* from a background thread."""
 
     def __init__(
-        self, kit: Kit, host: str, port: int, key: guards.SigningKey | None = None
+        self,
+        kit: Kit,
+        host: str,
+        port: int,
+        key: guards.SigningKey | None = None,
+        relay: Relay | None = None,
     ) -> None:
         self._server = make_server(
             host, port, _not_found, server_class=_ThreadingServer, handler_class=_QuietHandler
@@ -159,7 +172,7 @@ class DemoServer:
             bound_host = bound_host.decode()
         self.url = f"http://{bound_host}:{bound_port}"
         # Built once the port is known: the app reads its own JWKS back from its URL.
-        self._server.set_app(build_app(kit, self.url, key))
+        self._server.set_app(build_app(kit, self.url, key, relay))
 
     def start(self) -> None:
         """start begins serving."""

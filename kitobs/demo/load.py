@@ -81,8 +81,12 @@ class LoadGenerator:
         rate: float,
         grpc_target: str | None = None,
         key: guards.SigningKey | None = None,
+        *,
+        relay: bool = False,
     ) -> None:
         self._kit = kit
+        # /relay is served only when the demo reaches NATS.
+        self._paths = (*_PATHS, _Call("/relay?a=2&b=3")) if relay else _PATHS
         self._grpc: Any = None
         if grpc_target is not None:
             from kitobs.demo.grpc import grpc_client
@@ -145,7 +149,7 @@ class LoadGenerator:
     def _run(self) -> None:
         next_at = time.monotonic()
         grpc_calls = itertools.cycle(_GRPC_CALLS)
-        paths = itertools.cycle(_PATHS)
+        paths = itertools.cycle(self._paths)
         for n in itertools.count():
             if self._stop.wait(max(0.0, next_at - time.monotonic())):
                 return
