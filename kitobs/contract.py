@@ -68,6 +68,15 @@ __all__ = [
     "RATELIMIT_DECISION_VALUES",
     "AUTH_FAILURES",
     "AUTH_JWKS_REFRESHES",
+    "MESSAGING_CLIENT_OPERATION_DURATION",
+    "MESSAGING_PROCESS_DURATION",
+    "MESSAGING_CLIENT_SENT_MESSAGES",
+    "MESSAGING_CLIENT_CONSUMED_MESSAGES",
+    "MESSAGING_SETTLEMENTS",
+    "MESSAGING_RECONNECTS",
+    "MESSAGING_RETURNED",
+    "MESSAGING_DEAD_LETTERED",
+    "MESSAGING_SETTLEMENT_VALUES",
     "AUTH_SCHEMES",
     "AUTH_FAILURE_REASONS",
     "TELEMETRY_DROPPED",
@@ -112,6 +121,10 @@ ATTRIBUTE_NAMES: dict[str, str] = {
     "decision": "kitobs.limiter.decision",
     "scheme": "kitobs.auth.scheme",
     "result": "kitobs.result",
+    "messaging_system": "messaging.system",
+    "messaging_operation_name": "messaging.operation.name",
+    "messaging_destination_name": "messaging.destination.name",
+    "settlement": "kitobs.messaging.settlement",
 }
 
 #: Outcomes of an endpoint call, the values of the ``outcome`` label.
@@ -307,6 +320,91 @@ AUTH_JWKS_REFRESHES: MetricSpec[Counter] = MetricSpec(
     otel="kitobs.auth.jwks.refreshes",
 )
 
+_MESSAGING_LABELS = (
+    "messaging_system",
+    "messaging_operation_name",
+    "messaging_destination_name",
+    "error_type",
+)
+MESSAGING_CLIENT_OPERATION_DURATION: MetricSpec[Histogram] = MetricSpec(
+    name="messaging_client_operation_duration",
+    kind="histogram",
+    unit="seconds",
+    help=(
+        "Duration of messaging client operations (send, request/reply), by system, operation "
+        "and destination (a queue, exchange or subject pattern)."
+    ),
+    labels=_MESSAGING_LABELS,
+    otel="messaging.client.operation.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type",),
+)
+MESSAGING_PROCESS_DURATION: MetricSpec[Histogram] = MetricSpec(
+    name="messaging_process_duration",
+    kind="histogram",
+    unit="seconds",
+    help="Duration of processing a received message, by system, operation and destination.",
+    labels=_MESSAGING_LABELS,
+    otel="messaging.process.duration",
+    buckets=DURATION_BUCKETS,
+    optional_labels=("error_type",),
+)
+MESSAGING_CLIENT_SENT_MESSAGES: MetricSpec[Counter] = MetricSpec(
+    name="messaging_client_sent_messages",
+    kind="counter",
+    unit="",
+    help="Messages a messaging client sent, or tried to send (error_type set when it failed).",
+    labels=_MESSAGING_LABELS,
+    otel="messaging.client.sent.messages",
+    optional_labels=("error_type",),
+)
+MESSAGING_CLIENT_CONSUMED_MESSAGES: MetricSpec[Counter] = MetricSpec(
+    name="messaging_client_consumed_messages",
+    kind="counter",
+    unit="",
+    help="Messages a messaging client received (error_type set when processing failed).",
+    labels=_MESSAGING_LABELS,
+    otel="messaging.client.consumed.messages",
+    optional_labels=("error_type",),
+)
+#: Values of the ``settlement`` label: what a consumer did with a message.
+MESSAGING_SETTLEMENT_VALUES: tuple[str, ...] = ("ack", "nack", "requeue", "reject")
+MESSAGING_SETTLEMENTS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_settlements",
+    kind="counter",
+    unit="",
+    help="Messages a consumer settled, by settlement (ack, nack, requeue, reject).",
+    labels=("messaging_system", "messaging_destination_name", "settlement"),
+    otel="kitobs.messaging.settlements",
+)
+MESSAGING_RECONNECTS: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_reconnects",
+    kind="counter",
+    unit="",
+    help="Connections to a message broker re-established after being lost.",
+    labels=("messaging_system",),
+    otel="kitobs.messaging.reconnects",
+)
+MESSAGING_RETURNED: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_returned",
+    kind="counter",
+    unit="",
+    help="Messages the broker returned as unroutable (published mandatory, no queue bound).",
+    labels=("messaging_system", "messaging_destination_name"),
+    otel="kitobs.messaging.returned",
+)
+MESSAGING_DEAD_LETTERED: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_dead_lettered",
+    kind="counter",
+    unit="",
+    help=(
+        "Messages a consumer gave up on after their redelivery limit, rejected without requeue "
+        "(to the queue's dead-letter exchange when it has one)."
+    ),
+    labels=("messaging_system", "messaging_destination_name"),
+    otel="kitobs.messaging.dead_lettered",
+)
+
 #: Every metric of the contract, in table order.
 ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...] = (
     HTTP_SERVER_REQUEST_DURATION,
@@ -323,6 +421,14 @@ ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...]
     RATELIMIT_KEYS_EVICTED,
     AUTH_FAILURES,
     AUTH_JWKS_REFRESHES,
+    MESSAGING_CLIENT_OPERATION_DURATION,
+    MESSAGING_PROCESS_DURATION,
+    MESSAGING_CLIENT_SENT_MESSAGES,
+    MESSAGING_CLIENT_CONSUMED_MESSAGES,
+    MESSAGING_SETTLEMENTS,
+    MESSAGING_RECONNECTS,
+    MESSAGING_RETURNED,
+    MESSAGING_DEAD_LETTERED,
     TELEMETRY_DROPPED,
     LABEL_SETS_FOLDED,
 )
