@@ -1,0 +1,386 @@
+"""The AMQP transport (aio-pika) against the real RabbitMQ that scripts/services starts.
+
+Each test uses queues of its own (a random suffix), non-durable and expiring, so tests never see
+each other's messages and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shlex
+import subprocess
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from kitobs import config, log
+from kitobs.endpoint import context
+from kitobs.kit import Kit
+from kitobs.metrics import memory
+from kitobs.tracing import Tracer, current_ids
+from kitobs.tracing.memory import Recorder
+from kitobs.tracing.propagation import B3Multi
+from tests.support import servers
+
+pytestmark = pytest.mark.integration
+
+amqp = servers.require_module("kitobs.transport.amqp", "the amqp extra (aio-pika)")
+aio_pika = servers.require_module("aio_pika", "the amqp extra (aio-pika)")
+
+
+def _url() -> str:
+    return servers.require_env("KITOBSTEST_AMQP_URL")
+
+
+def make_kit(
+    spans: Recorder | None = None,
+    out: io.StringIO | None = None,
+    tracer: Tracer | None = None,
+    **env: str,
+) -> Kit:
+    settings = config.load(
+        env={"KITOBS_TRANSPORT_AMQP_URL": _url(), "KITOBS_TRANSPORT_AMQP_RECONNECT_INTERVAL": "0.2", **env},
+        search=False,
+    )
+    return Kit(
+        settings=settings,
+        logger=log.new(out or io.StringIO(), trace_context=current_ids),
+        metrics=memory.Provider(),
+        tracer=tracer or Tracer(processor=spans or Recorder()),
+    )
+
+
+def name(prefix: str) -> str:
+    return f"kitobs.test.{prefix}.{uuid.uuid4().hex[:8]}"
+
+
+QUEUE_ARGS = {"x-expires": 30_000}
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 30))
+
+
+def value(metrics: memory.Provider, family: str, **labels: str) -> float:
+    """The sum of *family*'s series whose labels include *labels*."""
+    return sum(
+        metrics.value(family, **series)
+        for series in metrics.series(family)
+        if all(series.get(k) == v for k, v in labels.items())
+    )
+
+
+async def add(request: dict[str, int]) -> dict[str, int]:
+    return {"v": request["a"] + request["b"]}
+
+
+def test_request_reply_records_both_sides_in_one_trace() -> None:
+    spans, out = Recorder(), io.StringIO()
+    kit = make_kit(spans, out)
+    queue = name("add")
+    seen: dict[str, Any] = {}
+
+    async def endpoint(request: dict[str, int]) -> dict[str, int]:
+        ctx = context.current()
+        seen["deadline"] = ctx.time_remaining()
+        seen["ids"] = current_ids()
+        return await add(request)
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        subscriber = amqp.Subscriber(
+            endpoint, queue=queue, kit=kit, durable=False, arguments=QUEUE_ARGS
+        )
+        await subscriber.start(connection)
+        publisher = amqp.Publisher(queue, kit=kit, timeout=5.0)
+        await publisher.start(connection)
+        results = [await publisher({"a": i, "b": 1}) for i in range(3)]
+        assert results == [{"v": 1}, {"v": 2}, {"v": 3}]
+        await publisher.close()
+        await subscriber.close()
+        await connection.close()
+
+    run(test)
+    client = [s for s in spans.spans if s.kind.name == "CLIENT"]
+    server = [s for s in spans.spans if s.kind.name == "SERVER"]
+    assert len(client) == len(server) == 3
+    for c, s in zip(client, server, strict=True):
+        assert s.trace_id == c.trace_id
+        assert s.parent_id == c.span_id
+        assert s.attributes["messaging.system"] == "rabbitmq"
+        assert s.attributes["messaging.destination.name"] == queue
+        assert c.attributes["messaging.operation.name"] == "send"
+    # The SERVER span was current while the endpoint ran, and the deadline came along.
+    assert seen["ids"][0] == f"{server[-1].trace_id:032x}"
+    assert 0 < seen["deadline"] <= 5.0
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(metrics, "messaging_client_sent_messages_total", error_type="") == 3
+    assert value(
+        metrics,
+        "messaging_client_consumed_messages_total",
+        messaging_destination_name=queue,
+        messaging_operation_name="process",
+    ) == 3
+    assert value(metrics, "kitobs_messaging_settlements_total", settlement="ack") == 3
+    assert f"transport=amqp queue={queue} settlement=ack" in out.getvalue()
+
+
+def test_errors_reply_with_an_error_and_time_out() -> None:
+    kit = make_kit()
+    queue, slow = name("err"), name("slow")
+
+    async def failing(request: Any) -> Any:
+        raise KeyError("no such user")
+
+    async def sleepy(request: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return {}
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        subs = [
+            amqp.Subscriber(failing, queue=queue, kit=kit, durable=False, arguments=QUEUE_ARGS),
+            amqp.Subscriber(sleepy, queue=slow, kit=kit, durable=False, arguments=QUEUE_ARGS),
+        ]
+        for sub in subs:
+            await sub.start(connection)
+        publisher = amqp.Publisher(queue, kit=kit)
+        await publisher.start(connection)
+        with pytest.raises(amqp.RemoteError) as caught:
+            await publisher({})
+        assert caught.value.error_type == "KeyError"
+        assert "no such user" in str(caught.value)
+        slow_pub = amqp.Publisher(slow, kit=kit, timeout=5.0)
+        await slow_pub.start(connection)
+        # The request context's deadline shortens the publisher's timeout.
+        with context.scoped(timeout=0.2), pytest.raises(amqp.ReplyTimeout):
+            await slow_pub({})
+        with context.scoped(deadline=0.0), pytest.raises(context.DeadlineExceeded):
+            await slow_pub({})
+        for closing in (publisher, slow_pub, *subs):
+            await closing.close()
+        await connection.close()
+
+    run(test)
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(
+        metrics,
+        "messaging_client_sent_messages_total",
+        error_type="kitobs.transport.amqp.RemoteError",
+    ) == 1
+    assert value(
+        metrics,
+        "messaging_client_sent_messages_total",
+        error_type="kitobs.transport.amqp.ReplyTimeout",
+    ) == 1
+    assert value(
+        metrics, "messaging_client_consumed_messages_total", error_type="KeyError"
+    ) == 1
+
+
+def test_unroutable_request_and_send_raise_and_are_counted() -> None:
+    kit = make_kit()
+    nobody = name("nobody")
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        publisher = amqp.Publisher(nobody, kit=kit, timeout=2.0)
+        await publisher.start(connection)
+        with pytest.raises(amqp.Unroutable) as caught:
+            await publisher({"a": 1})
+        assert caught.value.destination == nobody
+        with pytest.raises(amqp.Unroutable):
+            await publisher.send({"a": 1})
+        await publisher.close()
+        await connection.close()
+
+    run(test)
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(metrics, "kitobs_messaging_returned_total", messaging_destination_name=nobody) == 2
+
+
+def test_pubsub_with_b3_headers_and_a_consumer_span() -> None:
+    spans = Recorder()
+    kit = make_kit(tracer=Tracer(processor=spans, propagators=[B3Multi()]))
+    queue = name("events")
+    got: list[Any] = []
+    done = asyncio.Event
+
+    async def test() -> None:
+        received = done()
+
+        def on_event(request: Any) -> None:  # a sync endpoint
+            got.append((request, context.current().metadata.get("x-b3-traceid")))
+            received.set()
+
+        connection = await amqp.connect(kit)
+        subscriber = amqp.Subscriber(
+            on_event, queue=queue, kit=kit, durable=False, arguments=QUEUE_ARGS
+        )
+        await subscriber.start(connection)
+        publisher = amqp.Publisher(queue, kit=kit)
+        await publisher.start(connection)
+        await publisher.send({"order": 7})
+        await asyncio.wait_for(received.wait(), 5)
+        await publisher.close()
+        await subscriber.close()
+        await connection.close()
+
+    run(test)
+    producer = next(s for s in spans.spans if s.kind.name == "PRODUCER")
+    consumer = next(s for s in spans.spans if s.kind.name == "CONSUMER")
+    assert consumer.parent_id == producer.span_id
+    assert got == [({"order": 7}, f"{producer.trace_id:032x}")]
+
+
+def test_public_edge_links_instead_of_parenting() -> None:
+    spans = Recorder()
+    kit = make_kit(spans)
+    edge = make_kit(tracer=Tracer(processor=spans, public_edge=True))
+    queue = name("edge")
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        subscriber = amqp.Subscriber(add, queue=queue, kit=edge, durable=False, arguments=QUEUE_ARGS)
+        await subscriber.start(connection)
+        publisher = amqp.Publisher(queue, kit=kit)
+        await publisher.start(connection)
+        assert await publisher({"a": 1, "b": 1}) == {"v": 2}
+        await publisher.close()
+        await subscriber.close()
+        await connection.close()
+
+    run(test)
+    client = next(s for s in spans.spans if s.kind.name == "CLIENT")
+    server = next(s for s in spans.spans if s.kind.name == "SERVER")
+    assert server.trace_id != client.trace_id
+    assert [link.context.span_id for link in server.links] == [client.span_id]
+
+
+def test_poison_message_is_retried_a_bounded_number_of_times_then_dead_lettered() -> None:
+    kit = make_kit()
+    queue, dead = name("poison"), name("dlq")
+    attempts: list[int] = []
+    finals: list[tuple[str, str]] = []
+
+    def poison(request: Any) -> None:
+        attempts.append(request["n"])
+        raise ValueError("cannot process")
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        channel = await connection.channel()
+        dlq = await channel.declare_queue(dead, durable=False, arguments=QUEUE_ARGS)
+        subscriber = amqp.Subscriber(
+            poison,
+            queue=queue,
+            kit=kit,
+            durable=False,
+            # Rejected messages go to the default exchange, routed to the dead-letter queue.
+            arguments={**QUEUE_ARGS, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead},
+            max_redeliveries=2,
+            finalizers=[lambda d: finals.append((d.settlement, type(d.error).__name__))],
+        )
+        await subscriber.start(connection)
+        publisher = amqp.Publisher(queue, kit=kit)
+        await publisher.start(connection)
+        await publisher.send({"n": 1})
+        message = None
+        for _ in range(100):
+            message = await dlq.get(no_ack=True, fail=False)
+            if message is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert message is not None, "the poison message never reached the dead-letter queue"
+        assert message.headers[amqp.REDELIVERIES_HEADER] == 2
+        await publisher.close()
+        await subscriber.close()
+        await channel.close()
+        await connection.close()
+
+    run(test)
+    assert attempts == [1, 1, 1]  # the first delivery and two redeliveries
+    assert finals == [("requeue", "ValueError"), ("requeue", "ValueError"), ("reject", "ValueError")]
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(metrics, "kitobs_messaging_dead_lettered_total", messaging_destination_name=queue) == 1
+    assert value(metrics, "kitobs_messaging_settlements_total", settlement="requeue") == 2
+    assert value(metrics, "kitobs_messaging_settlements_total", settlement="reject") == 1
+
+
+def _close_all_connections() -> None:
+    ctl = servers.require_env("KITOBSTEST_RABBITMQCTL")
+    subprocess.run(
+        [*shlex.split(ctl), "close_all_connections", "kitobs test"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+        env={**os.environ},
+    )
+
+
+@pytest.mark.slow
+def test_connection_dropped_mid_load_errors_clearly_and_resumes() -> None:
+    out = io.StringIO()
+    kit = make_kit(out=out)
+    queue = name("drop")
+    outcomes: dict[str, int] = {}
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        subscriber = amqp.Subscriber(add, queue=queue, kit=kit, durable=False, arguments=QUEUE_ARGS)
+        await subscriber.start(connection)
+        publisher = amqp.Publisher(queue, kit=kit, timeout=2.0)
+        await publisher.start(connection)
+        tasks_before = len(asyncio.all_tasks())
+        stop = asyncio.Event()
+
+        async def load() -> None:
+            while not stop.is_set():
+                try:
+                    assert await publisher({"a": 1, "b": 2}) == {"v": 3}
+                    outcomes["ok"] = outcomes.get("ok", 0) + 1
+                except amqp.BrokerUnavailable:
+                    outcomes["down"] = outcomes.get("down", 0) + 1
+                    await asyncio.sleep(0.01)
+                except amqp.ReplyTimeout:
+                    outcomes["timeout"] = outcomes.get("timeout", 0) + 1
+
+        workers = [asyncio.create_task(load()) for _ in range(4)]
+        await asyncio.sleep(0.3)
+        ok_before = outcomes.get("ok", 0)
+        await asyncio.to_thread(_close_all_connections)
+        # Wait until traffic flows again after the reconnect.
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if outcomes.get("down", 0) and outcomes.get("ok", 0) > ok_before + 20:
+                break
+        stop.set()
+        await asyncio.gather(*workers)
+        assert ok_before > 0
+        await publisher.close()
+        await subscriber.close()
+        await connection.close()
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) <= tasks_before
+
+    run(test)
+    assert outcomes.get("down", 0) > 0, outcomes
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(metrics, "kitobs_messaging_reconnects_total") >= 1
+    assert value(
+        metrics,
+        "messaging_client_sent_messages_total",
+        error_type="kitobs.transport.amqp.BrokerUnavailable",
+    ) == outcomes["down"]
+    assert value(metrics, "messaging_client_sent_messages_total", error_type="") == outcomes["ok"]
+    assert "amqp connection re-established" in out.getvalue()
+    assert "level=warn" in out.getvalue()
