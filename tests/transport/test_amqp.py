@@ -11,6 +11,7 @@ import io
 import os
 import shlex
 import subprocess
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -384,3 +385,71 @@ def test_connection_dropped_mid_load_errors_clearly_and_resumes() -> None:
     assert value(metrics, "messaging_client_sent_messages_total", error_type="") == outcomes["ok"]
     assert "amqp connection re-established" in out.getvalue()
     assert "level=warn" in out.getvalue()
+
+
+amqp_sync = servers.require_module("kitobs.transport.amqp_sync", "the amqp-sync extra (pika)")
+
+
+def test_sync_request_reply_pubsub_and_errors_from_threads() -> None:
+    spans = Recorder()
+    kit = make_kit(spans)
+    queue, events, nobody = name("sync.add"), name("sync.events"), name("sync.nobody")
+    got: list[Any] = []
+    received = threading.Event()
+
+    def sync_add(request: dict[str, int]) -> dict[str, int]:
+        if request["a"] < 0:
+            raise ValueError("negative")
+        return {"v": request["a"] + request["b"]}
+
+    def on_event(request: Any) -> None:
+        got.append(request)
+        received.set()
+
+    subscriber = amqp_sync.Subscriber(
+        sync_add, queue=queue, kit=kit, durable=False, arguments=QUEUE_ARGS
+    )
+    listener = amqp_sync.Subscriber(
+        on_event, queue=events, kit=kit, durable=False, arguments=QUEUE_ARGS
+    )
+    threads = [subscriber.start(), listener.start()]
+    publisher = amqp_sync.Publisher(queue, kit=kit, timeout=5.0)
+    results: dict[int, Any] = {}
+
+    def worker(i: int) -> None:  # each thread gets a connection of its own
+        results[i] = [publisher({"a": i, "b": j}) for j in range(3)]
+
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(10)
+    assert results == {i: [{"v": i + j} for j in range(3)] for i in range(3)}
+    with pytest.raises(amqp.RemoteError) as caught:
+        publisher({"a": -1, "b": 0})
+    assert caught.value.error_type == "ValueError"
+    with context.scoped(deadline=0.0), pytest.raises(context.DeadlineExceeded):
+        publisher({"a": 1, "b": 1})
+    sender = amqp_sync.Publisher(events, kit=kit)
+    sender.send({"order": 1})
+    assert received.wait(5)
+    with pytest.raises(amqp.Unroutable):
+        amqp_sync.Publisher(nobody, kit=kit).send({})
+    for sub in (subscriber, listener):
+        sub.stop()
+    for t in threads:
+        t.join(5)
+        assert not t.is_alive()
+    publisher.close()
+    sender.close()
+    assert got == [{"order": 1}]
+    client = [s for s in spans.spans if s.kind.name == "CLIENT"]
+    server = {s.parent_id: s for s in spans.spans if s.kind.name == "SERVER"}
+    answered = [c for c in client if c.span_id in server]
+    assert len(client) == 11  # 9 answered, 1 error reply, 1 past its deadline (not sent)
+    assert len(answered) == 10
+    assert all(server[c.span_id].trace_id == c.trace_id for c in answered)
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(metrics, "kitobs_messaging_returned_total", messaging_destination_name=nobody) == 1
+    assert value(metrics, "messaging_client_consumed_messages_total", error_type="ValueError") == 1
