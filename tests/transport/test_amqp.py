@@ -433,8 +433,10 @@ def test_sync_request_reply_pubsub_and_errors_from_threads() -> None:
     sender = amqp_sync.Publisher(events, kit=kit)
     sender.send({"order": 1})
     assert received.wait(5)
+    lost = amqp_sync.Publisher(nobody, kit=kit)
     with pytest.raises(amqp.Unroutable):
-        amqp_sync.Publisher(nobody, kit=kit).send({})
+        lost.send({})
+    lost.close()
     for sub in (subscriber, listener):
         sub.stop()
     for t in threads:
