@@ -51,6 +51,7 @@ Example (see docs/amqp.md)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -100,6 +101,9 @@ __all__ = [
     "watch",
     "decode_json",
     "encode_json",
+    "error_body",
+    "redeliveries",
+    "text_headers",
     "reply_error",
     "nack_requeue",
     "reject",
@@ -181,7 +185,9 @@ class Recorder:
         settings = kit.settings.transport.amqp
         log = settings.access_log if access_log is None else access_log
         logger = kit.logger if log and side == "server" else None
-        spec = MESSAGING_PROCESS_DURATION if side == "server" else MESSAGING_CLIENT_OPERATION_DURATION
+        spec = (
+            MESSAGING_PROCESS_DURATION if side == "server" else MESSAGING_CLIENT_OPERATION_DURATION
+        )
         kinds = ("server", "consumer") if side == "server" else ("client", "producer")
         keys = ("queue", "settlement")
         self.kinds: dict[str, Instruments] = {
@@ -218,7 +224,9 @@ class Recorder:
             Instruments.drop(self.kinds[next(iter(self.kinds))].dropped_metrics)
 
 
-def _attributes(operation: str, destination: str, message_id: str | None, **extra: Any) -> dict[str, Any]:
+def _attributes(
+    operation: str, destination: str, message_id: str | None, **extra: Any
+) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "messaging.system": SYSTEM,
         "messaging.operation.name": operation,
@@ -422,7 +430,7 @@ async def reply_error(exc: BaseException, delivery: Delivery) -> None:
 
 
 async def nack_requeue(exc: BaseException, delivery: Delivery) -> None:
-    """nack_requeue requeues the message, at most ``max_redeliveries`` times (`Delivery.requeue`)."""
+    """nack_requeue requeues the message, at most ``max_redeliveries`` times."""
     await delivery.requeue()
 
 
@@ -443,7 +451,7 @@ async def default_error_encoder(exc: BaseException, delivery: Delivery) -> None:
 class _Connection:
     """What `connect` keeps per connection: who to tell when it drops and comes back."""
 
-    __slots__ = ("listeners", "rec", "logger", "up")
+    __slots__ = ("listeners", "logger", "rec", "up")
 
     def __init__(self, rec: Recorder, logger: Any) -> None:
         self.listeners: list[Any] = []
@@ -480,7 +488,7 @@ async def connect(
         connection = await aio_pika.connect_robust(
             target, reconnect_interval=interval, timeout=timeout
         )
-    except (OSError, asyncio.TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
         raise BrokerUnavailable(f"cannot connect to the AMQP broker: {exc}") from exc
     watch(connection, kit)
     return connection
@@ -583,7 +591,7 @@ class Subscriber:
         from kitobs.errors import ConfigError
 
         if not queue:
-            raise ConfigError("an AMQP Subscriber needs a queue name", fix="pass queue='orders'")
+            raise ConfigError("an AMQP Subscriber needs a queue name, e.g. queue='orders'")
         kit = _kit(kit)
         settings = kit.settings.transport.amqp
         self._kit = kit
@@ -609,9 +617,9 @@ class Subscriber:
         self._consumer = self._rec.kinds["consumer"]
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
+        self._queue: AbstractQueue | None = None  # robust or not
         self._tag: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, connection: AbstractRobustConnection) -> None:
         """start declares the queue (unless told not to) and consumes it on a channel of its own.
@@ -632,6 +640,7 @@ class Subscriber:
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=self._prefetch)
+            queue: AbstractQueue
             if self._declare:
                 queue = await channel.declare_queue(
                     self.queue, durable=self._durable, arguments=self._arguments or None
@@ -651,10 +660,10 @@ class Subscriber:
         old = self._channel
         self._channel = self._queue = None
         if old is not None:
-            try:
+            with contextlib.suppress(
+                Exception
+            ):  # restored half-way or already closed: replaced either way
                 await old.close()
-            except Exception:  # restored half-way or already closed: replaced either way
-                pass
         await self._open()
 
     async def close(self) -> None:
@@ -666,29 +675,25 @@ class Subscriber:
                 state.listeners.remove(self)
         queue, tag = self._queue, self._tag
         if queue is not None and tag is not None:
-            try:
+            with contextlib.suppress(Exception):  # the channel may be gone already
                 await queue.cancel(tag)
-            except Exception:  # the channel may be gone already
-                pass
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         channel = self._channel
         self._channel = self._queue = None
         if channel is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await channel.close()
-            except Exception:
-                pass
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # aio-pika runs each consumer callback in a task of its own; tracked so `close` can wait.
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
+            self._tasks.add(task)
             try:
                 await self.handle(message)
             finally:
-                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._tasks.discard(task)
         else:
             await self.handle(message)
 
@@ -716,7 +721,7 @@ class Subscriber:
         deadline = None
         expiration = message.expiration
         if expiration:
-            deadline = time.monotonic() + float(expiration)
+            deadline = time.monotonic() + float(expiration)  # type: ignore[arg-type]
         token = request_context.attach(
             request_context.from_fields(
                 (
@@ -733,7 +738,7 @@ class Subscriber:
                 await _maybe(hook(message))
             request = self._decode(message.body)
             response = await self._endpoint(request) if self._async else self._endpoint(request)
-            kind, failed = outcome(response, None)
+            _kind, failed = outcome(response, None)
             if failed is not None:
                 raise failed
             for after in self._after:
@@ -753,10 +758,10 @@ class Subscriber:
             request_context.detach(token)
         delivery.error = error
         for finalizer in self._finalizers:
-            try:
+            with contextlib.suppress(
+                Exception
+            ):  # a finalizer must not stop the others or the record
                 await _maybe(finalizer(delivery))
-            except Exception:  # a finalizer must not stop the others or the record
-                pass
         error_type = exception_type(error) if error is not None else ""
         settlement = delivery.settlement or "none"
         inst.finish(
@@ -879,10 +884,8 @@ class Publisher:
         old = self._channel
         self._channel = None
         if old is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await old.close()
-            except Exception:
-                pass
         await self._open()
 
     async def close(self) -> None:
@@ -895,12 +898,10 @@ class Publisher:
         self.connection_lost(None)
         channel, self._channel = self._channel, None
         if channel is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await channel.close()
-            except Exception:
-                pass
 
-    def _on_reply(self, message: AbstractIncomingMessage) -> None:
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._pending.pop(message.correlation_id or "", None)
         if future is not None and not future.done():
             future.set_result(message)
@@ -949,9 +950,7 @@ class Publisher:
             Unroutable: no queue takes the message.
         """
         headers: dict[str, Any] = {}
-        call = self._producer.start(
-            f"send {self.destination}", None, inject=headers, current=False
-        )
+        call = self._producer.start(f"send {self.destination}", None, inject=headers, current=False)
         message = None
         error: BaseException | None = None
         try:
@@ -993,7 +992,7 @@ class Publisher:
             await self._publish(message)
             try:
                 reply = await asyncio.wait_for(future, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ReplyTimeout(
                     f"no reply from {self.destination!r} within {timeout:.3g} s"
                 ) from None

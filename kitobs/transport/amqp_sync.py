@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Delivery",
+    "ErrorEncoder",
     "Publisher",
     "Subscriber",
     "reply_error",
@@ -79,7 +81,7 @@ __all__ = [
 
 _CONTENT_TYPE = "application/json"
 # What pika raises when the connection or channel is gone.
-_LOST = (
+_LOST: tuple[type[BaseException], ...] = (
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.AMQPChannelError,
     pika.exceptions.StreamLostError,
@@ -98,7 +100,17 @@ class Delivery:
     `requeue` and `reject` settle it once.
     """
 
-    __slots__ = ("_channel", "_method", "_sub", "body", "error", "properties", "queue", "replied", "settlement")
+    __slots__ = (
+        "_channel",
+        "_method",
+        "_sub",
+        "body",
+        "error",
+        "properties",
+        "queue",
+        "replied",
+        "settlement",
+    )
 
     def __init__(
         self, subscriber: Subscriber, channel: Any, method: Any, properties: Any, body: bytes
@@ -187,6 +199,7 @@ class Delivery:
 
 
 ErrorEncoder = Callable[[BaseException, Delivery], None]
+"""ErrorEncoder answers a failed message, e.g. `reply_error`: ``encoder(exc, delivery)``."""
 
 
 def reply_error(exc: BaseException, delivery: Delivery) -> None:
@@ -214,7 +227,7 @@ def default_error_encoder(exc: BaseException, delivery: Delivery) -> None:
 
 
 class Subscriber:
-    """Subscriber serves an endpoint on a queue from a thread, e.g. ``Subscriber(add, queue="add")``.
+    """Subscriber serves an endpoint on a queue from a thread, e.g. ``Subscriber(add, queue="q")``.
 
     The arguments are those of `kitobs.transport.amqp.Subscriber` (sync hooks, a sync endpoint,
     a sync *error_encoder*); *url* defaults to ``transport.amqp.url``. `run` consumes in the
@@ -246,7 +259,7 @@ class Subscriber:
         from kitobs.errors import ConfigError
 
         if not queue:
-            raise ConfigError("an AMQP Subscriber needs a queue name", fix="pass queue='orders'")
+            raise ConfigError("an AMQP Subscriber needs a queue name, e.g. queue='orders'")
         kit = _kit(kit)
         settings = kit.settings.transport.amqp
         self._kit = kit
@@ -289,7 +302,7 @@ class Subscriber:
         return thread
 
     def run(self) -> None:
-        """run consumes until `stop`, reconnecting (counted, logged) whenever the connection drops."""
+        """run consumes until `stop`, reconnecting (counted, logged) when the connection drops."""
         lost = False
         while not self._stopping.is_set():
             try:
@@ -322,10 +335,8 @@ class Subscriber:
             finally:
                 self._connection = self._channel = None
                 if connection.is_open:
-                    try:
+                    with contextlib.suppress(*_LOST):
                         connection.close()
-                    except _LOST:
-                        pass
         self.consuming.clear()
 
     def stop(self) -> None:
@@ -333,19 +344,15 @@ class Subscriber:
         self._stopping.set()
         connection = self._connection
         if connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection is closing anyway
                 connection.add_callback_threadsafe(self._stop_consuming)
-            except Exception:  # the connection is closing anyway
-                pass
 
     def _stop_consuming(self) -> None:
         # Runs in run()'s thread, inside pika: start_consuming returns after this.
         channel = self._channel
         if channel is not None:
-            try:
+            with contextlib.suppress(*_LOST):
                 channel.stop_consuming()
-            except _LOST:
-                pass
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self.handle(Delivery(self, channel, method, properties, body))
@@ -414,10 +421,8 @@ class Subscriber:
             request_context.detach(token)
         delivery.error = error
         for finalizer in self._finalizers:
-            try:
+            with contextlib.suppress(Exception):
                 finalizer(delivery)
-            except Exception:
-                pass
         error_type = exception_type(error) if error is not None else ""
         inst.finish(
             call,

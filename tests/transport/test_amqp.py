@@ -44,7 +44,11 @@ def make_kit(
     **env: str,
 ) -> Kit:
     settings = config.load(
-        env={"KITOBS_TRANSPORT_AMQP_URL": _url(), "KITOBS_TRANSPORT_AMQP_RECONNECT_INTERVAL": "0.2", **env},
+        env={
+            "KITOBS_TRANSPORT_AMQP_URL": _url(),
+            "KITOBS_TRANSPORT_AMQP_RECONNECT_INTERVAL": "0.2",
+            **env,
+        },
         search=False,
     )
     return Kit(
@@ -121,12 +125,15 @@ def test_request_reply_records_both_sides_in_one_trace() -> None:
     metrics = kit.metrics
     assert isinstance(metrics, memory.Provider)
     assert value(metrics, "messaging_client_sent_messages_total", error_type="") == 3
-    assert value(
-        metrics,
-        "messaging_client_consumed_messages_total",
-        messaging_destination_name=queue,
-        messaging_operation_name="process",
-    ) == 3
+    assert (
+        value(
+            metrics,
+            "messaging_client_consumed_messages_total",
+            messaging_destination_name=queue,
+            messaging_operation_name="process",
+        )
+        == 3
+    )
     assert value(metrics, "kitobs_messaging_settlements_total", settlement="ack") == 3
     assert f"transport=amqp queue={queue} settlement=ack" in out.getvalue()
 
@@ -170,19 +177,23 @@ def test_errors_reply_with_an_error_and_time_out() -> None:
     run(test)
     metrics = kit.metrics
     assert isinstance(metrics, memory.Provider)
-    assert value(
-        metrics,
-        "messaging_client_sent_messages_total",
-        error_type="kitobs.transport.amqp.RemoteError",
-    ) == 1
-    assert value(
-        metrics,
-        "messaging_client_sent_messages_total",
-        error_type="kitobs.transport.amqp.ReplyTimeout",
-    ) == 1
-    assert value(
-        metrics, "messaging_client_consumed_messages_total", error_type="KeyError"
-    ) == 1
+    assert (
+        value(
+            metrics,
+            "messaging_client_sent_messages_total",
+            error_type="kitobs.transport.amqp.RemoteError",
+        )
+        == 1
+    )
+    assert (
+        value(
+            metrics,
+            "messaging_client_sent_messages_total",
+            error_type="kitobs.transport.amqp.ReplyTimeout",
+        )
+        == 1
+    )
+    assert value(metrics, "messaging_client_consumed_messages_total", error_type="KeyError") == 1
 
 
 def test_unroutable_request_and_send_raise_and_are_counted() -> None:
@@ -249,7 +260,9 @@ def test_public_edge_links_instead_of_parenting() -> None:
 
     async def test() -> None:
         connection = await amqp.connect(kit)
-        subscriber = amqp.Subscriber(add, queue=queue, kit=edge, durable=False, arguments=QUEUE_ARGS)
+        subscriber = amqp.Subscriber(
+            add, queue=queue, kit=edge, durable=False, arguments=QUEUE_ARGS
+        )
         await subscriber.start(connection)
         publisher = amqp.Publisher(queue, kit=kit)
         await publisher.start(connection)
@@ -285,7 +298,11 @@ def test_poison_message_is_retried_a_bounded_number_of_times_then_dead_lettered(
             kit=kit,
             durable=False,
             # Rejected messages go to the default exchange, routed to the dead-letter queue.
-            arguments={**QUEUE_ARGS, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead},
+            arguments={
+                **QUEUE_ARGS,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": dead,
+            },
             max_redeliveries=2,
             finalizers=[lambda d: finals.append((d.settlement, type(d.error).__name__))],
         )
@@ -308,10 +325,17 @@ def test_poison_message_is_retried_a_bounded_number_of_times_then_dead_lettered(
 
     run(test)
     assert attempts == [1, 1, 1]  # the first delivery and two redeliveries
-    assert finals == [("requeue", "ValueError"), ("requeue", "ValueError"), ("reject", "ValueError")]
+    assert finals == [
+        ("requeue", "ValueError"),
+        ("requeue", "ValueError"),
+        ("reject", "ValueError"),
+    ]
     metrics = kit.metrics
     assert isinstance(metrics, memory.Provider)
-    assert value(metrics, "kitobs_messaging_dead_lettered_total", messaging_destination_name=queue) == 1
+    assert (
+        value(metrics, "kitobs_messaging_dead_lettered_total", messaging_destination_name=queue)
+        == 1
+    )
     assert value(metrics, "kitobs_messaging_settlements_total", settlement="requeue") == 2
     assert value(metrics, "kitobs_messaging_settlements_total", settlement="reject") == 1
 
@@ -377,11 +401,14 @@ def test_connection_dropped_mid_load_errors_clearly_and_resumes() -> None:
     metrics = kit.metrics
     assert isinstance(metrics, memory.Provider)
     assert value(metrics, "kitobs_messaging_reconnects_total") >= 1
-    assert value(
-        metrics,
-        "messaging_client_sent_messages_total",
-        error_type="kitobs.transport.amqp.BrokerUnavailable",
-    ) == outcomes["down"]
+    assert (
+        value(
+            metrics,
+            "messaging_client_sent_messages_total",
+            error_type="kitobs.transport.amqp.BrokerUnavailable",
+        )
+        == outcomes["down"]
+    )
     assert value(metrics, "messaging_client_sent_messages_total", error_type="") == outcomes["ok"]
     assert "amqp connection re-established" in out.getvalue()
     assert "level=warn" in out.getvalue()
