@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -120,6 +121,7 @@ REDELIVERIES_HEADER = "x-kitobs-redeliveries"
 ERROR_TYPE_HEADER = "x-kitobs-error-type"
 """ERROR_TYPE_HEADER marks an error reply; its value is the error's type, e.g. ``"KeyError"``."""
 _CONTENT_TYPE = "application/json"
+_PLAIN = frozenset((dict, list, str, int, float, bool, type(None)))
 
 
 class AMQPTransportError(Exception):
@@ -276,10 +278,8 @@ def decode_json(body: bytes) -> Any:
 
 def encode_json(response: Any) -> bytes:
     """encode_json encodes a response as a JSON body; dataclasses become objects."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(response) and not isinstance(response, type):
-        response = dataclasses.asdict(response)
+    if type(response) not in _PLAIN and dataclasses.is_dataclass(response):
+        response = dataclasses.asdict(response)  # type: ignore[arg-type]
     return json.dumps(response, separators=(",", ":")).encode()
 
 
@@ -332,15 +332,13 @@ class Delivery:
         message = self.message
         if not message.reply_to or self.replied:
             return
-        import aio_pika
-
         self.replied = True
         channel = self._subscriber._channel
         if channel is None:
             raise BrokerUnavailable(f"cannot reply on queue {self.queue!r}: not connected")
-        reply = aio_pika.Message(
+        reply = _aio_pika().Message(
             body,
-            headers=dict(headers or {}),
+            headers=dict(headers) if headers else None,
             correlation_id=message.correlation_id,
             content_type=self._subscriber.content_type,
         )
@@ -541,6 +539,13 @@ def _state(connection: AbstractRobustConnection, kit: Kit) -> _Connection:
         watch(connection, kit)
         state = _WATCHED[id(connection)]
     return state
+
+
+def _aio_pika() -> Any:
+    # Imported on first use, so the pika form (kitobs.transport.amqp_sync) needs no aio-pika.
+    import aio_pika
+
+    return aio_pika
 
 
 def _kit(kit: Kit | None) -> Kit:
@@ -907,8 +912,7 @@ class Publisher:
             future.set_result(message)
 
     def _message(self, body: bytes, headers: dict[str, Any], **properties: Any) -> Any:
-        import aio_pika
-
+        aio_pika = _aio_pika()
         return aio_pika.Message(
             body,
             headers=headers,

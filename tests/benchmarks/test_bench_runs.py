@@ -170,3 +170,29 @@ def test_bench_auth_quick_prints_every_row_and_ratio() -> None:
         assert re.search(rf"\n{scheme} ratio: kitobs overhead / peer overhead = \d+\.\d\d", out), (
             out
         )
+
+
+def test_bench_amqp_quick_prints_both_sides_and_the_ratio() -> None:
+    from tests.support import servers
+
+    servers.require_env("KITOBSTEST_AMQP_URL")  # the broker scripts/services starts
+    out = _run("bench_amqp.py", "--quick")
+    sides = {
+        m[1]: (float(m[2]), float(m[3]))
+        for m in re.finditer(
+            r"^(bare aio-pika|kitobs) +([\d.]+) us/round trip wall +([\d.]+) us process CPU",
+            out,
+            re.M,
+        )
+    }
+    assert list(sides) == ["bare aio-pika", "kitobs"], out
+    assert all(wall > 0 and cpu > 0 for wall, cpu in sides.values()), out
+    m = re.search(
+        r"^ratio: kitobs added (-?[\d.]+) us of CPU = (-?[\d.]+)% of a bare round trip \(goal <= 10%",
+        out,
+        re.M,
+    )
+    assert m is not None, out
+    added = sides["kitobs"][1] - sides["bare aio-pika"][1]
+    assert abs(float(m[1]) - added) < 0.2, out
+    assert abs(float(m[2]) - 100 * added / sides["bare aio-pika"][0]) < 0.1, out
