@@ -188,7 +188,8 @@ def test_bench_amqp_quick_prints_both_sides_and_the_ratio() -> None:
     assert list(sides) == ["bare aio-pika", "kitobs"], out
     assert all(wall > 0 and cpu > 0 for wall, cpu in sides.values()), out
     m = re.search(
-        r"^ratio: kitobs added (-?[\d.]+) us of CPU = (-?[\d.]+)% of a bare round trip \(goal <= 10%",
+        r"^ratio: kitobs added (-?[\d.]+) us of CPU = (-?[\d.]+)% of a bare round trip "
+        r"\(goal <= 10%",
         out,
         re.M,
     )
