@@ -146,7 +146,7 @@ def test_errors_reply_with_an_error_and_time_out() -> None:
         raise KeyError("no such user")
 
     async def sleepy(request: Any) -> Any:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         return {}
 
     async def test() -> None:
@@ -390,6 +390,11 @@ def test_connection_dropped_mid_load_errors_clearly_and_resumes() -> None:
         stop.set()
         await asyncio.gather(*workers)
         assert ok_before > 0
+        # Consuming again after the reconnect, once: no consumer lost, none doubled.
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        assert declared.declaration_result.consumer_count == 1
+        await channel.close()
         await publisher.close()
         await subscriber.close()
         await connection.close()
@@ -482,3 +487,46 @@ def test_sync_request_reply_pubsub_and_errors_from_threads() -> None:
     assert isinstance(metrics, memory.Provider)
     assert value(metrics, "kitobs_messaging_returned_total", messaging_destination_name=nobody) == 1
     assert value(metrics, "messaging_client_consumed_messages_total", error_type="ValueError") == 1
+
+
+@pytest.mark.slow
+def test_sync_forms_reconnect_after_the_connection_drops() -> None:
+    kit = make_kit()
+    queue = name("sync.drop")
+    subscriber = amqp_sync.Subscriber(
+        lambda request: {"v": request["a"] + request["b"]},
+        queue=queue,
+        kit=kit,
+        durable=False,
+        arguments=QUEUE_ARGS,
+    )
+    thread = subscriber.start()
+    publisher = amqp_sync.Publisher(queue, kit=kit, timeout=2.0)
+    assert publisher({"a": 1, "b": 1}) == {"v": 2}
+    _close_all_connections()
+    # The publisher finds its connection gone: a clear error, and the next call reconnects.
+    with pytest.raises(amqp.BrokerUnavailable):
+        publisher({"a": 1, "b": 2})
+    answers: list[Any] = []
+    for _ in range(100):  # until the subscriber consumes again
+        try:
+            answers.append(publisher({"a": 2, "b": 2}))
+            break
+        except amqp.ReplyTimeout:  # the request waits in the queue until it consumes again
+            continue
+    assert answers == [{"v": 4}]
+    subscriber.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    publisher.close()
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(metrics, "kitobs_messaging_reconnects_total") == 2  # publisher and subscriber
+    assert (
+        value(
+            metrics,
+            "messaging_client_sent_messages_total",
+            error_type="kitobs.transport.amqp.BrokerUnavailable",
+        )
+        == 1
+    )
