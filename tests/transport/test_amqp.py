@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import shlex
 import subprocess
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from kitobs.tracing.propagation import B3Multi
 from tests.support import servers
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
 
 amqp = servers.require_module("kitobs.transport.amqp", "the amqp extra (aio-pika)")
 aio_pika = servers.require_module("aio_pika", "the amqp extra (aio-pika)")
@@ -530,3 +533,18 @@ def test_sync_forms_reconnect_after_the_connection_drops() -> None:
         )
         == 1
     )
+
+
+def test_the_docs_example_prints_what_the_page_says(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    _url()
+    monkeypatch.chdir(tmp_path)  # no kitobs.toml
+    for variable in [n for n in os.environ if n.startswith("KITOBS_")]:
+        monkeypatch.delenv(variable)
+    doc = (REPO / "docs" / "amqp.md").read_text()
+    [(code, printed)] = re.findall(
+        r"```python\n(.*?)```\n\nprints\n\n```\n(.*?)```", doc, flags=re.S
+    )
+    exec(compile(code, "docs/amqp.md", "exec"), {"__name__": "docs_amqp"})
+    assert capsys.readouterr().out == printed
