@@ -56,6 +56,7 @@ import dataclasses
 import json
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -458,7 +459,8 @@ class _Connection:
         self.up = True
 
 
-_WATCHED: dict[int, _Connection] = {}
+# Weak: a closed connection's state goes with it (an id could be reused by a new one).
+_WATCHED: weakref.WeakKeyDictionary[Any, _Connection] = weakref.WeakKeyDictionary()
 
 
 async def connect(
@@ -498,11 +500,11 @@ def watch(connection: AbstractRobustConnection, kit: Kit | None = None) -> None:
     A loss is logged at warn; each reconnect is logged at warn and counted in
     ``kitobs_messaging_reconnects_total``. `connect` calls it; calling it twice does nothing.
     """
-    if id(connection) in _WATCHED:
+    if connection in _WATCHED:
         return
     kit = _kit(kit)
     state = _Connection(Recorder(kit, "client"), kit.logger)
-    _WATCHED[id(connection)] = state
+    _WATCHED[connection] = state
 
     def closed(_sender: Any, exc: BaseException | None = None) -> None:
         was_up, state.up = state.up, False
@@ -534,10 +536,10 @@ def _warn(logger: Any, msg: str, key: str, value: str) -> None:
 
 
 def _state(connection: AbstractRobustConnection, kit: Kit) -> _Connection:
-    state = _WATCHED.get(id(connection))
+    state = _WATCHED.get(connection)
     if state is None:
         watch(connection, kit)
-        state = _WATCHED[id(connection)]
+        state = _WATCHED[connection]
     return state
 
 
@@ -569,7 +571,8 @@ class Subscriber:
     keep them short, or make them async.
 
     The queue is declared (durable unless *durable* is False, with *arguments* such as
-    ``{"x-dead-letter-exchange": "dlx"}``) when *declare* is true. *max_redeliveries* and
+    ``{"x-dead-letter-exchange": "dlx"}``) when *declare* is true. *encode* may return
+    ``(body, headers)`` to set reply headers. *max_redeliveries* and
     *prefetch_count* default to the ``transport.amqp`` settings.
     """
 
@@ -577,7 +580,7 @@ class Subscriber:
         self,
         endpoint: Endpoint,
         decode: Callable[[bytes], Any] = decode_json,
-        encode: Callable[[Any], bytes] = encode_json,
+        encode: Callable[[Any], bytes | tuple[bytes, Mapping[str, Any]]] = encode_json,
         *,
         queue: str,
         kit: Kit | None = None,
@@ -675,7 +678,7 @@ class Subscriber:
         """close stops consuming, waits for the messages in hand, and closes its channel."""
         connection = self._connection
         if connection is not None:
-            state = _WATCHED.get(id(connection))
+            state = _WATCHED.get(connection)
             if state is not None and self in state.listeners:
                 state.listeners.remove(self)
         queue, tag = self._queue, self._tag
@@ -749,7 +752,11 @@ class Subscriber:
             for after in self._after:
                 await _maybe(after(message, response))
             if message.reply_to:
-                await delivery.reply(self._encode(response))
+                encoded = self._encode(response)
+                if isinstance(encoded, tuple):  # (body, headers)
+                    await delivery.reply(*encoded)
+                else:
+                    await delivery.reply(encoded)
             await delivery.ack()
         except Exception as exc:
             error = exc
@@ -897,7 +904,7 @@ class Publisher:
         """close fails waiting requests and closes the publisher's channel."""
         connection = self._connection
         if connection is not None:
-            state = _WATCHED.get(id(connection))
+            state = _WATCHED.get(connection)
             if state is not None and self in state.listeners:
                 state.listeners.remove(self)
         self.connection_lost(None)
@@ -930,6 +937,10 @@ class Publisher:
         import aio_pika
 
         exchange = self._exchange
+        if self._connection is None:
+            raise BrokerUnavailable(
+                f"publisher to {self.destination!r} not started: await publisher.start(connection)"
+            )
         if not self._up or exchange is None or self._channel is None or self._channel.is_closed:
             raise BrokerUnavailable(
                 f"cannot publish to {self.destination!r}: the broker connection is down"

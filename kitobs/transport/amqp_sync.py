@@ -239,7 +239,7 @@ class Subscriber:
         self,
         endpoint: Endpoint,
         decode: Callable[[bytes], Any] = decode_json,
-        encode: Callable[[Any], bytes] = encode_json,
+        encode: Callable[[Any], bytes | tuple[bytes, Mapping[str, Any]]] = encode_json,
         *,
         queue: str,
         kit: Kit | None = None,
@@ -403,7 +403,11 @@ class Subscriber:
             for after in self._after:
                 after(delivery, response)
             if props.reply_to:
-                delivery.reply(self._encode(response))
+                encoded = self._encode(response)
+                if isinstance(encoded, tuple):  # (body, headers)
+                    delivery.reply(*encoded)
+                else:
+                    delivery.reply(encoded)
             delivery.ack()
         except _LOST:
             raise  # the connection is gone: run() reconnects, the broker redelivers

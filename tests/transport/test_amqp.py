@@ -548,3 +548,49 @@ def test_the_docs_example_prints_what_the_page_says(
     )
     exec(compile(code, "docs/amqp.md", "exec"), {"__name__": "docs_amqp"})
     assert capsys.readouterr().out == printed
+
+
+def test_hooks_reply_headers_and_finalizers_run_in_order() -> None:
+    kit = make_kit()
+    queue = name("hooks")
+    calls: list[str] = []
+
+    def encode(response: Any) -> tuple[bytes, dict[str, str]]:
+        calls.append("encode")
+        return amqp.encode_json(response), {"x-served-by": "hooks"}
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        subscriber = amqp.Subscriber(
+            add,
+            amqp.decode_json,
+            encode,
+            queue=queue,
+            kit=kit,
+            durable=False,
+            arguments=QUEUE_ARGS,
+            before=[lambda message: calls.append(f"before {message.headers['x-tenant']}")],
+            after=[lambda message, response: calls.append(f"after {response['v']}")],
+            finalizers=[lambda delivery: calls.append(f"finalizer {delivery.settlement}")],
+        )
+        await subscriber.start(connection)
+
+        def tenant(message: Any) -> None:
+            message.headers["x-tenant"] = "acme"
+
+        replies: list[Any] = []
+        publisher = amqp.Publisher(
+            queue, kit=kit, before=[tenant], after=[lambda reply: replies.append(reply.headers)]
+        )
+        await publisher.start(connection)
+        assert await publisher({"a": 2, "b": 3}) == {"v": 5}
+        assert replies[0]["x-served-by"] == "hooks"
+        not_started = amqp.Publisher(queue, kit=kit)
+        with pytest.raises(amqp.BrokerUnavailable, match="not started"):
+            await not_started({"a": 1, "b": 1})
+        await publisher.close()
+        await subscriber.close()
+        await connection.close()
+
+    run(test)
+    assert calls == ["before acme", "after 5", "encode", "finalizer ack"]
