@@ -352,7 +352,8 @@ class Delivery:
         await self._settle("ack")
 
     async def nack(self) -> None:
-        """nack rejects the message without requeue (dead-lettered where configured)."""
+        """nack negatively acknowledges the message without requeue (dead-lettered where
+        configured)."""
         await self._settle("nack")
 
     async def requeue(self) -> None:
@@ -361,6 +362,8 @@ class Delivery:
         The copy goes to the queue's tail with ``x-kitobs-redeliveries`` one higher (classic
         queues keep no count); past the limit it is rejected and counted as dead-lettered.
         """
+        if self.settlement:
+            return
         subscriber = self._subscriber
         count = redeliveries(self.message.headers)
         if count >= subscriber.max_redeliveries:
@@ -370,10 +373,7 @@ class Delivery:
         if "x-delivery-count" in (self.message.headers or {}):
             await self._settle("requeue")  # a quorum queue counts for us
             return
-        if self.settlement:
-            return
-        import aio_pika
-
+        aio_pika = _aio_pika()
         message = self.message
         headers = dict(message.headers or {})
         headers[REDELIVERIES_HEADER] = count + 1
@@ -387,6 +387,7 @@ class Delivery:
             message_id=message.message_id,
             delivery_mode=message.delivery_mode,
             type=message.type,
+            expiration=message.expiration,
         )
         channel = subscriber._channel
         if channel is None:
@@ -409,6 +410,8 @@ class Delivery:
             await message.ack()
         elif settlement == "requeue":
             await message.nack(requeue=True)
+        elif settlement == "nack":
+            await message.nack(requeue=False)
         else:
             await message.reject(requeue=False)
         self._subscriber._rec.count("settlements", SYSTEM, self.queue, settlement)

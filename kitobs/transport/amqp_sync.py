@@ -147,12 +147,14 @@ class Delivery:
         self._settle("ack")
 
     def nack(self) -> None:
-        """nack rejects the message without requeue."""
+        """nack negatively acknowledges the message without requeue."""
         self._settle("nack")
 
     def requeue(self) -> None:
         """requeue puts a copy back with ``x-kitobs-redeliveries`` one higher, at most
         ``max_redeliveries`` times; then it rejects the message (dead-lettered, counted)."""
+        if self.settlement:
+            return
         headers = dict(self.properties.headers or {})
         count = redeliveries(headers)
         if count >= self._sub.max_redeliveries:
@@ -161,8 +163,6 @@ class Delivery:
             return
         if "x-delivery-count" in headers:
             self._settle("requeue")
-            return
-        if self.settlement:
             return
         headers[REDELIVERIES_HEADER] = count + 1
         props = self.properties
@@ -175,6 +175,7 @@ class Delivery:
             message_id=props.message_id,
             delivery_mode=props.delivery_mode,
             type=props.type,
+            expiration=props.expiration,
         )
         # Confirmed (the channel is in confirm mode) before the original is acknowledged.
         self._channel.basic_publish("", self.queue, self.body, copy, mandatory=True)
@@ -193,6 +194,8 @@ class Delivery:
             self._channel.basic_ack(tag)
         elif settlement == "requeue":
             self._channel.basic_nack(tag, requeue=True)
+        elif settlement == "nack":
+            self._channel.basic_nack(tag, requeue=False)
         else:
             self._channel.basic_reject(tag, requeue=False)
         self._sub._rec.count("settlements", SYSTEM, self.queue, settlement)

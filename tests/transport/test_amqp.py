@@ -594,3 +594,54 @@ def test_hooks_reply_headers_and_finalizers_run_in_order() -> None:
 
     run(test)
     assert calls == ["before acme", "after 5", "encode", "finalizer ack"]
+
+
+def test_sync_poison_message_is_dead_lettered_after_its_redeliveries() -> None:
+    import pika
+
+    kit = make_kit()
+    queue, dead = name("sync.poison"), name("sync.dlq")
+    attempts: list[int] = []
+    gave_up = threading.Event()
+
+    def poison(request: Any) -> None:
+        attempts.append(request["n"])
+        raise ValueError("cannot process")
+
+    def finalizer(delivery: Any) -> None:
+        if delivery.settlement == "reject":
+            gave_up.set()
+
+    connection = pika.BlockingConnection(pika.URLParameters(_url()))
+    channel = connection.channel()
+    channel.queue_declare(dead, durable=False, arguments=QUEUE_ARGS)
+    subscriber = amqp_sync.Subscriber(
+        poison,
+        queue=queue,
+        kit=kit,
+        durable=False,
+        arguments={**QUEUE_ARGS, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead},
+        max_redeliveries=1,
+        finalizers=[finalizer],
+    )
+    thread = subscriber.start()
+    sender = amqp_sync.Publisher(queue, kit=kit)
+    sender.send({"n": 5})
+    assert gave_up.wait(5)
+    subscriber.stop()
+    thread.join(5)
+    sender.close()
+    for _ in range(100):  # dead-lettering is asynchronous in the broker
+        method, properties, body = channel.basic_get(dead, auto_ack=True)
+        if method is not None:
+            break
+        connection.sleep(0.05)
+    connection.close()
+    assert method is not None, "the poison message never reached the dead-letter queue"
+    assert body == b'{"n":5}'
+    assert properties.headers[amqp.REDELIVERIES_HEADER] == 1
+    assert attempts == [5, 5]
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    assert value(metrics, "kitobs_messaging_dead_lettered_total") == 1
+    assert value(metrics, "kitobs_messaging_settlements_total", settlement="requeue") == 1
