@@ -761,6 +761,10 @@ class Subscriber:
                 else:
                     await delivery.reply(encoded)
             await delivery.ack()
+        except asyncio.CancelledError as exc:
+            # Shutting down mid-message: unsettled, so the broker redelivers it; recorded.
+            error = exc
+            raise
         except Exception as exc:
             error = exc
             try:
@@ -771,18 +775,24 @@ class Subscriber:
                 error = error or answering
         finally:
             request_context.detach(token)
+            if isinstance(error, asyncio.CancelledError):
+                self._record(call, inst, delivery, error)
         delivery.error = error
         for finalizer in self._finalizers:
             with contextlib.suppress(
                 Exception
             ):  # a finalizer must not stop the others or the record
                 await _maybe(finalizer(delivery))
+        self._record(call, inst, delivery, error)
+
+    def _record(
+        self, call: Call, inst: Instruments, delivery: Delivery, error: BaseException | None
+    ) -> None:
         error_type = exception_type(error) if error is not None else ""
-        settlement = delivery.settlement or "none"
         inst.finish(
             call,
             (SYSTEM, "process", self.queue, error_type),
-            (self.queue, settlement),
+            (self.queue, delivery.settlement or "none"),
             error is not None,
             error_type,
             error,
@@ -976,7 +986,7 @@ class Publisher:
             for before in self._before:
                 await _maybe(before(message))
             await self._publish(message)
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: recorded, then re-raised
             error = exc
             raise
         finally:
@@ -1020,7 +1030,7 @@ class Publisher:
             if error_type:
                 raise _remote_error(reply.body, str(error_type))
             return self._decode(reply.body)
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: recorded, then re-raised
             error = exc
             raise
         finally:
