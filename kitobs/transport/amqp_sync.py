@@ -315,6 +315,7 @@ class Subscriber:
                 continue
             self._connection = connection
             if lost:
+                lost = False
                 self._rec.count("reconnects", SYSTEM)
                 _warn(self._kit.logger, "amqp connection re-established", "error", "")
             try:
