@@ -645,3 +645,38 @@ def test_sync_poison_message_is_dead_lettered_after_its_redeliveries() -> None:
     assert isinstance(metrics, memory.Provider)
     assert value(metrics, "kitobs_messaging_dead_lettered_total") == 1
     assert value(metrics, "kitobs_messaging_settlements_total", settlement="requeue") == 1
+
+
+class BrokenPropagator:
+    """A propagator that always fails, to prove a tracing failure never reaches the message."""
+
+    def inject(self, carrier: Any, context: Any) -> None:
+        raise RuntimeError("inject failed")
+
+    def extract(self, carrier: Any, context: Any) -> Any:
+        raise RuntimeError("extract failed")
+
+
+def test_a_failing_tracer_never_reaches_the_message() -> None:
+    from kitobs.contract import TELEMETRY_DROPPED
+
+    kit = make_kit(tracer=Tracer(processor=Recorder(), propagators=[BrokenPropagator()]))
+    queue = name("broken")
+
+    async def test() -> None:
+        connection = await amqp.connect(kit)
+        subscriber = amqp.Subscriber(add, queue=queue, kit=kit, durable=False, arguments=QUEUE_ARGS)
+        await subscriber.start(connection)
+        publisher = amqp.Publisher(queue, kit=kit)
+        await publisher.start(connection)
+        assert await publisher({"a": 1, "b": 1}) == {"v": 2}
+        await publisher.close()
+        await subscriber.close()
+        await connection.close()
+
+    run(test)
+    metrics = kit.metrics
+    assert isinstance(metrics, memory.Provider)
+    metrics.assert_counter(TELEMETRY_DROPPED.name, 2.0, signal="spans", reason="amqp_error")
+    metrics.assert_counter(TELEMETRY_DROPPED.name, 0.0, signal="metrics", reason="amqp_error")
+    assert value(metrics, "messaging_client_consumed_messages_total", error_type="") == 1
