@@ -60,6 +60,7 @@ __all__ = [
     "HttpTransportSettings",
     "GrpcTransportSettings",
     "NatsTransportSettings",
+    "AmqpTransportSettings",
     "CircuitBreakerSettings",
     "RateLimitSettings",
     "AuthSettings",
@@ -531,12 +532,50 @@ class NatsTransportSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AmqpTransportSettings:
+    """AmqpTransportSettings configure the AMQP transport (RabbitMQ), e.g. ``timeout = "5s"``."""
+
+    url: str = _key(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "Broker URL the AMQP subscribers and publishers connect to.",
+    )
+    timeout: float = _key(
+        10.0,
+        "Seconds a request/reply publisher waits for the reply (the request context's deadline "
+        "shortens it).",
+        duration=True,
+        minimum=0.001,
+    )
+    max_redeliveries: int = _key(
+        3,
+        "Times a message whose processing failed is requeued before it is dead-lettered "
+        "(rejected without requeue).",
+        minimum=0,
+    )
+    prefetch_count: int = _key(
+        32, "Unacknowledged messages a subscriber's channel holds at once.", minimum=1
+    )
+    reconnect_interval: float = _key(
+        1.0,
+        "Seconds between reconnection attempts after the broker connection is lost.",
+        duration=True,
+        minimum=0.01,
+    )
+    access_log: bool = _key(
+        True,
+        "Write one info line per message processed (queue, outcome, duration, trace ids) "
+        "through the Kit's logger; failures at error.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class TransportSettings:
     """TransportSettings configure the transports, e.g. ``[transport.http]``."""
 
     http: HttpTransportSettings = _section(HttpTransportSettings)
     grpc: GrpcTransportSettings = _section(GrpcTransportSettings)
     nats: NatsTransportSettings = _section(NatsTransportSettings)
+    amqp: AmqpTransportSettings = _section(AmqpTransportSettings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,8 @@ __all__ = [
     "MESSAGING_CLIENT_CONSUMED_MESSAGES",
     "MESSAGING_SETTLEMENTS",
     "MESSAGING_RECONNECTS",
+    "MESSAGING_RETURNED",
+    "MESSAGING_DEAD_LETTERED",
     "MESSAGING_SETTLEMENT_VALUES",
     "TELEMETRY_DROPPED",
     "LABEL_SETS_FOLDED",
@@ -482,6 +484,27 @@ MESSAGING_RECONNECTS: MetricSpec[Counter] = MetricSpec(
     labels=("messaging_system",),
     otel="kitobs.messaging.reconnects",
 )
+#: ``kitobs_messaging_returned_total``: unroutable messages the broker returned.
+MESSAGING_RETURNED: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_returned",
+    kind="counter",
+    unit="",
+    help="Messages the broker returned as unroutable (published mandatory, no queue bound).",
+    labels=("messaging_system", "messaging_destination_name"),
+    otel="kitobs.messaging.returned",
+)
+#: ``kitobs_messaging_dead_lettered_total``: poison messages given up on.
+MESSAGING_DEAD_LETTERED: MetricSpec[Counter] = MetricSpec(
+    name="kitobs_messaging_dead_lettered",
+    kind="counter",
+    unit="",
+    help=(
+        "Messages a consumer gave up on after their redelivery limit, rejected without requeue "
+        "(to the queue's dead-letter exchange when it has one)."
+    ),
+    labels=("messaging_system", "messaging_destination_name"),
+    otel="kitobs.messaging.dead_lettered",
+)
 
 #: Every metric of the contract, in table order.
 ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...] = (
@@ -512,6 +535,8 @@ ALL: tuple[MetricSpec[Counter] | MetricSpec[Gauge] | MetricSpec[Histogram], ...]
     MESSAGING_CLIENT_CONSUMED_MESSAGES,
     MESSAGING_SETTLEMENTS,
     MESSAGING_RECONNECTS,
+    MESSAGING_RETURNED,
+    MESSAGING_DEAD_LETTERED,
     TELEMETRY_DROPPED,
     LABEL_SETS_FOLDED,
 )

@@ -215,3 +215,28 @@ def test_bench_nats_quick_prints_every_row_and_the_ratio() -> None:
         assert m is not None, out
         assert abs(float(m[1]) - added) < 0.15, out
         assert abs(float(m[2]) - 100 * added / bare) < 0.1, out
+
+
+def test_bench_amqp_quick_prints_both_sides_and_the_ratio() -> None:
+    from tests.support import servers
+
+    servers.require_env("KITOBSTEST_AMQP_URL")  # the broker scripts/services starts
+    out = _run("bench_amqp.py", "--quick")
+    sides = {
+        m[1]: (float(m[2]), float(m[3]))
+        for m in re.finditer(
+            r"^(bare aio-pika|kitobs) +([\d.]+) us/round trip wall +([\d.]+) us process CPU",
+            out,
+            re.M,
+        )
+    }
+    assert list(sides) == ["bare aio-pika", "kitobs"], out
+    assert all(wall > 0 and cpu > 0 for wall, cpu in sides.values()), out
+    m = re.search(
+        r"^ratio: kitobs added (-?[\d.]+) us of CPU = (-?[\d.]+)% of a bare round trip "
+        r"\(goal <= 10%",
+        out,
+        re.M,
+    )
+    assert m is not None, out
+    assert abs(float(m[2]) - 100 * float(m[1]) / sides["bare aio-pika"][0]) < 0.1, out
