@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="NATS server for the /relay worker, e.g. nats://127.0.0.1:4222 (none by default)",
     )
+    demo.add_argument(
+        "--amqp",
+        metavar="URL",
+        help="AMQP broker the /relay worker passes requests on to (with --nats; none by default)",
+    )
 
     dash = sub.add_parser("dashboards", help="Grafana dashboards")
     dash_sub = dash.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -126,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load=args.load,
                 duration=args.duration,
                 nats_url=args.nats,
+                amqp_url=args.amqp,
             )
         if args.command == "dashboards":
             from kitobs.dashboards import export

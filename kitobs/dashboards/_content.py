@@ -59,6 +59,14 @@ _SD_FACTORY_ERRORS = contract.SD_FACTORY_ERRORS
 _LB_ATTEMPTS = contract.LB_ATTEMPTS
 _LB_PER_CALL = contract.LB_ATTEMPTS_PER_CALL
 _LB_NO_ENDPOINTS = contract.LB_NO_ENDPOINTS
+_MSG_OPERATION = contract.MESSAGING_CLIENT_OPERATION_DURATION
+_MSG_PROCESS = contract.MESSAGING_PROCESS_DURATION
+_MSG_SENT = contract.MESSAGING_CLIENT_SENT_MESSAGES
+_MSG_CONSUMED = contract.MESSAGING_CLIENT_CONSUMED_MESSAGES
+_MSG_SETTLEMENTS = contract.MESSAGING_SETTLEMENTS
+_MSG_RECONNECTS = contract.MESSAGING_RECONNECTS
+_MSG_RETURNED = contract.MESSAGING_RETURNED
+_MSG_DEAD = contract.MESSAGING_DEAD_LETTERED
 _DROPPED = contract.TELEMETRY_DROPPED
 _FOLDED = contract.LABEL_SETS_FOLDED
 
@@ -428,6 +436,41 @@ def _overview() -> JSON:
     )
 
 
+def _messaging() -> tuple[Cell, ...]:
+    where = ("messaging_system", "messaging_destination_name")
+    op = ("messaging_system", "messaging_operation_name", "messaging_destination_name")
+    return (
+        Cell(_counter_rate_panel("Messages sent", _MSG_SENT, op, stack=True), w=6),
+        Cell(_counter_rate_panel("Messages consumed", _MSG_CONSUMED, where, stack=True), w=6),
+        Cell(_rate_panel("Client operations", _MSG_OPERATION, op, ()), w=6),
+        Cell(_latency_panel("Client operation latency", _MSG_OPERATION, where, ()), w=6),
+        Cell(_rate_panel("Messages processed", _MSG_PROCESS, where, ()), w=6),
+        Cell(_latency_panel("Processing latency", _MSG_PROCESS, where, ()), w=6),
+        Cell(
+            _error_panel(
+                "Processing error ratio",
+                _MSG_PROCESS,
+                where,
+                _rpc_errors(_MSG_PROCESS),
+                (),
+                "error_type",
+            ),
+            w=6,
+        ),
+        Cell(
+            _counter_rate_panel(
+                "Settlements", _MSG_SETTLEMENTS, (*where, "settlement"), stack=True
+            ),
+            w=6,
+        ),
+        Cell(_counter_rate_panel("Returned (unroutable) messages", _MSG_RETURNED, where), w=8),
+        Cell(_counter_rate_panel("Dead-lettered messages", _MSG_DEAD, where), w=8),
+        Cell(
+            _counter_rate_panel("Broker reconnections", _MSG_RECONNECTS, ("messaging_system",)), w=8
+        ),
+    )
+
+
 def _red() -> JSON:
     route = [q.regex(_HTTP, "http_route", "$route")]
     method = [q.regex(_RPC_SERVER, "rpc_method", "$rpc_method")]
@@ -510,7 +553,7 @@ def _red() -> JSON:
         "kitobs-red",
         "kitobs / RED by transport",
         "Rate, errors and duration for each transport: HTTP server and client, gRPC server and "
-        "client.",
+        "client, messaging (NATS, AMQP).",
         [
             *_scope_variables(),
             _label_variable("route", "Route", _HTTP, "http_route"),
@@ -521,6 +564,7 @@ def _red() -> JSON:
             Section("HTTP client", http_client),
             Section("gRPC server", rpc(_RPC_SERVER, "Server", method)),
             Section("gRPC client", rpc(_RPC_CLIENT, "Client", ())),
+            Section("Messaging (NATS, AMQP)", _messaging()),
         ],
     )
 

@@ -49,6 +49,7 @@ def run(
     duration: float = 0.0,
     env: Mapping[str, str] | None = None,
     nats_url: str | None = None,
+    amqp_url: str | None = None,
 ) -> int:
     """run serves the demo until SIGINT or SIGTERM (or *duration* seconds) and returns 0.
 
@@ -68,7 +69,7 @@ def run(
 
     kit = Kit.from_settings(settings)
     key = signing_key()
-    relay = _relay(kit, nats_url) if nats_url else None
+    relay = _relay(kit, nats_url, amqp_url) if nats_url else None
     try:
         server = DemoServer(kit, host, port, key, relay)
     except OSError as err:
@@ -117,12 +118,12 @@ def run(
     return 0
 
 
-def _relay(kit: Kit, url: str) -> Relay | None:
+def _relay(kit: Kit, url: str, amqp_url: str | None) -> Relay | None:
     # The NATS worker behind /relay; a demo that cannot reach NATS runs without it, and says so.
     from kitobs.demo.messaging import Relay
 
     try:
-        relay = Relay(kit, url)
+        relay = Relay(kit, url, amqp_url=amqp_url)
         relay.start()
     except (ConnectionError, ImportError) as err:
         kit.logger.log("level", "warn", "msg", "demo /relay disabled", "error", str(err))

@@ -1,10 +1,12 @@
-"""The demo's message hop: ``/relay`` sums over NATS, when the demo is given a NATS URL.
+"""The demo's message hops: ``/relay`` sums over NATS (and AMQP), when given a broker's URL.
 
 The HTTP endpoint ``/relay?a=1&b=2`` calls a `kitobs.transport.nats.Publisher` on the subject
 ``demo.relay``; a `kitobs.transport.nats.Subscriber` in the same process (the "worker") serves
-it with the demo's ``sum`` endpoint. One request therefore shows one trace through the HTTP
-server span, the endpoint's span, the NATS CLIENT span and the worker's SERVER span, and the
-messaging rows of the dashboards move. NATS is asyncio only and the demo's HTTP server runs
+it. Given an AMQP URL too, the worker passes the request on with a `kitobs.transport.amqp`
+Publisher to the queue ``demo.sum``, served by an AMQP Subscriber with the demo's ``sum``
+endpoint; without one, the worker sums itself. One request therefore shows one trace through
+the HTTP server span, the endpoint's span, the NATS CLIENT and SERVER spans and the AMQP ones,
+and the messaging row of the dashboards moves. NATS is asyncio only and the demo's HTTP server runs
 threads: the NATS side runs on an event loop of its own thread, and each call is handed to it
 with the caller's context (so the trace continues) and waited for with a timeout.
 
@@ -27,10 +29,12 @@ from kitobs.endpoint.instrument import instrumenting
 if TYPE_CHECKING:
     from kitobs.kit import Kit
 
-__all__ = ["Relay", "SUBJECT"]
+__all__ = ["QUEUE", "Relay", "SUBJECT"]
 
 #: The subject the worker serves.
 SUBJECT = "demo.relay"
+#: The AMQP queue the worker passes requests on to, when the demo has an AMQP URL.
+QUEUE = "demo.sum"
 
 
 class Relay:
@@ -41,9 +45,14 @@ class Relay:
     stops the loop.
     """
 
-    def __init__(self, kit: Kit, url: str, timeout: float = 2.0) -> None:
+    def __init__(
+        self, kit: Kit, url: str, timeout: float = 2.0, amqp_url: str | None = None
+    ) -> None:
         self._kit = kit
         self._url = url
+        self._amqp_url = amqp_url
+        self._amqp: Any = None
+        self._amqp_parts: list[Any] = []
         self._timeout = timeout
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -66,9 +75,25 @@ class Relay:
 
         kit = self._kit
         self._nc = await knats.connect(kit, self._url)
-        worker = instrumenting(kit, name="relay_worker")(_sum_from_json)
+        worker: Any = instrumenting(kit, name="relay_worker")(_sum_from_json)
+        if self._amqp_url is not None:
+            worker = instrumenting(kit, name="relay_worker")(await self._start_amqp())
         await knats.Subscriber(worker, kit=kit).serve(self._nc, SUBJECT, queue="demo-workers")
         self._publisher = knats.Publisher(self._nc, SUBJECT, kit=kit, timeout=self._timeout)
+
+    async def _start_amqp(self) -> Any:
+        # The second hop: an AMQP publisher the NATS worker calls, and the subscriber that sums.
+        from kitobs.transport import amqp
+
+        kit = self._kit
+        self._amqp = await amqp.connect(kit, self._amqp_url, timeout=5.0)
+        summing = instrumenting(kit, name="sum_worker")(_sum_from_json)
+        subscriber = amqp.Subscriber(summing, queue=QUEUE, kit=kit, durable=False)
+        await subscriber.start(self._amqp)
+        publisher = amqp.Publisher(QUEUE, kit=kit, timeout=self._timeout)
+        await publisher.start(self._amqp)
+        self._amqp_parts = [publisher, subscriber]
+        return publisher
 
     def call(self, request: IntRequest) -> Response:
         """call sums *request* through the worker; a failure is the response's business error."""
@@ -87,6 +112,10 @@ class Relay:
             if self._nc is not None:
                 with contextlib.suppress(Exception):  # closing anyway
                     self._submit(self._nc.drain(), None).result(timeout=5)
+            for part in (*self._amqp_parts, self._amqp):
+                if part is not None:
+                    with contextlib.suppress(Exception):
+                        self._submit(part.close(), None).result(timeout=5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         self._loop.close()

@@ -68,6 +68,7 @@ from kitobs.contract import (
     MESSAGING_PROCESS_DURATION,
     MESSAGING_RECONNECTS,
     MESSAGING_RETURNED,
+    MESSAGING_SETTLEMENT_VALUES,
     MESSAGING_SETTLEMENTS,
 )
 from kitobs.endpoint import Endpoint, is_async, outcome
@@ -212,6 +213,24 @@ class Recorder:
         self._returned: Counter = metrics.declare(MESSAGING_RETURNED)
         self._dead: Counter = metrics.declare(MESSAGING_DEAD_LETTERED)
         self._children: dict[tuple[Any, ...], Counter] = {}
+
+    def prime(self, destination: str) -> None:
+        """prime shows *destination*'s settlement, dead-letter or returned series at zero.
+
+        A subscriber primes its queue's settlements (ack, nack, requeue, reject) and dead
+        letters, a publisher its destination's returned messages, both the reconnections, so
+        dashboards show them from the start. It never raises.
+        """
+        try:
+            self._reconnects.labels(SYSTEM).add(0.0)
+            if "server" in self.kinds:
+                for settlement in MESSAGING_SETTLEMENT_VALUES:
+                    self._settlements.labels(SYSTEM, destination, settlement).add(0.0)
+                self._dead.labels(SYSTEM, destination).add(0.0)
+            else:
+                self._returned.labels(SYSTEM, destination).add(0.0)
+        except Exception:
+            Instruments.drop(self.kinds[next(iter(self.kinds))].dropped_metrics)
 
     def count(self, counter: str, *labels: str) -> None:
         """count adds one to a counter (``sent``, ``consumed``, ``settlements``, ...)."""
@@ -624,6 +643,7 @@ class Subscriber:
         self._prefetch = settings.prefetch_count if prefetch_count is None else prefetch_count
         self.content_type = content_type
         self._rec = Recorder(kit, "server", access_log=access_log)
+        self._rec.prime(queue)
         self._server = self._rec.kinds["server"]
         self._consumer = self._rec.kinds["consumer"]
         self._connection: AbstractRobustConnection | None = None
@@ -856,6 +876,7 @@ class Publisher:
         self._content_type = content_type
         self._persistent = persistent
         self._rec = Recorder(kit, "client")
+        self._rec.prime(self.destination)
         self._client = self._rec.kinds["client"]
         self._producer = self._rec.kinds["producer"]
         self._connection: AbstractRobustConnection | None = None

@@ -285,6 +285,7 @@ class Subscriber:
         self._prefetch = settings.prefetch_count if prefetch_count is None else prefetch_count
         self.content_type = content_type
         self._rec = Recorder(kit, "server", access_log=access_log)
+        self._rec.prime(queue)
         self._connection: Any = None
         self._channel: Any = None
         self._stopping = threading.Event()
@@ -504,6 +505,7 @@ class Publisher:
         self._content_type = content_type
         self._delivery_mode = 2 if persistent else 1
         self._rec = Recorder(kit, "client")
+        self._rec.prime(self.destination)
         self._local = threading.local()
         self._links: list[_Link] = []
         self._lock = threading.Lock()

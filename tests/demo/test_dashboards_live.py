@@ -1,5 +1,8 @@
 """Live: a real Prometheus scrapes the demo under load, and every panel of every shipped dashboard
-returns data through the Prometheus HTTP API, with its template variables filled in."""
+returns data through the Prometheus HTTP API, with its template variables filled in.
+
+The demo runs with the real NATS server and RabbitMQ broker scripts/services starts, so its
+``/relay`` worker fills the messaging row."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import pytest
 from kitobs.dashboards import build
 from tests.dashboards.queries import all_values, panel_queries, variable_queries
 from tests.demo.demo_process import start_demo, stop_demo
-from tests.support.servers import prometheus_query, wait_for_prometheus
+from tests.support.servers import prometheus_query, require_env, wait_for_prometheus
 
 
 def _series(url: str, selector: str) -> list[dict[str, Any]]:
@@ -31,7 +34,19 @@ def _series(url: str, selector: str) -> list[dict[str, Any]]:
 def test_every_dashboard_panel_returns_data_from_the_demo(
     tmp_path: Path, prometheus_url: str, app_port: str
 ) -> None:
-    demo = start_demo(tmp_path, "--load", "40", "--grpc-port", "0", port=int(app_port))
+    brokers = (
+        ("--nats", require_env("KITOBSTEST_NATS_URL")),
+        ("--amqp", require_env("KITOBSTEST_AMQP_URL")),
+    )
+    demo = start_demo(
+        tmp_path,
+        "--load",
+        "40",
+        "--grpc-port",
+        "0",
+        *(arg for pair in brokers for arg in pair),
+        port=int(app_port),
+    )
     try:
         # Two scrapes with traffic in between, so that rate() and increase() have data.
         wait_for_prometheus(
