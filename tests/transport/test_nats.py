@@ -10,8 +10,10 @@ import asyncio
 import collections
 import io
 import json
+import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -568,3 +570,21 @@ def test_connect_runs_the_given_callbacks_and_a_close_is_not_a_lost_connection(r
     _run(main())
     assert seen == ["disconnected"]
     assert "event=disconnected" not in rig.out.getvalue()  # closed on purpose: no warning
+
+
+def test_the_messaging_docs_example_runs() -> None:
+    url = require_env("KITOBSTEST_NATS_URL")
+    text = (Path(__file__).parents[2] / "docs" / "messaging.md").read_text()
+    [example] = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert "nats://127.0.0.1:4222" in example
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", example.replace("nats://127.0.0.1:4222", url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KITOBS_")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("{'v': 3}\n"), result.stdout
+    assert "transport=nats subject=calc.add status=ok" in result.stdout + result.stderr
