@@ -591,6 +591,9 @@ class Publisher:
                 before(properties)
             body = self._encode(request)
             link = self._link()
+            # Late replies of earlier, timed-out requests go; cleared before publishing, as the
+            # reply can arrive while basic_publish waits for the broker's confirm.
+            link.replies.clear()
             self._publish(link, body, properties)
             if not wait:
                 return None
@@ -616,7 +619,6 @@ class Publisher:
     def _wait(self, link: _Link, correlation_id: str, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         replies = link.replies
-        replies.clear()  # late replies of earlier, timed-out requests
         while correlation_id not in replies:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:

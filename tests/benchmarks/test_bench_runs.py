@@ -240,3 +240,8 @@ def test_bench_amqp_quick_prints_both_sides_and_the_ratio() -> None:
     )
     assert m is not None, out
     assert abs(float(m[2]) - 100 * float(m[1]) / sides["bare aio-pika"][0]) < 0.1, out
+    alone = re.search(
+        r"^instrumentation alone \(.*\): ([\d.]+) us = ([\d.]+)% of a bare", out, re.M
+    )
+    assert alone is not None, out
+    assert float(alone[1]) > 0, out
