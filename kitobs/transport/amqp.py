@@ -565,11 +565,18 @@ def _state(connection: AbstractRobustConnection, kit: Kit) -> _Connection:
     return state
 
 
+_AIO_PIKA: Any = None
+
+
 def _aio_pika() -> Any:
     # Imported on first use, so the pika form (kitobs.transport.amqp_sync) needs no aio-pika.
-    import aio_pika
+    global _AIO_PIKA
+    module = _AIO_PIKA
+    if module is None:
+        import aio_pika
 
-    return aio_pika
+        module = _AIO_PIKA = aio_pika
+    return module
 
 
 def _kit(kit: Kit | None) -> Kit:
