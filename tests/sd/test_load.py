@@ -183,6 +183,7 @@ def test_traffic_moves_off_a_dead_and_a_deregistered_backend_without_failed_call
         registrars[1].deregister()
         _eventually(lambda: len(endpointer.endpoints()) == 2)
         assert rec.metrics.value("kitobs_sd_instances", service="users") == 2.0
+        time.sleep(0.2)  # calls that picked from the older set finish
         # Phase 2: the two survivors carry all of the traffic.
         leaving_before = leaving.served
         phase[0] = 2
