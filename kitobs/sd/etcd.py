@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -188,10 +189,10 @@ class Client:
     @contextlib.contextmanager
     def watch_prefix(
         self, prefix: str, start_revision: int, *, timeout: float | None = None
-    ) -> Iterator[Iterator[dict[str, Any]]]:
+    ) -> Iterator[_Watch]:
         """watch_prefix streams the watch responses for *prefix* from *start_revision*.
 
-        A context manager giving an iterator of the ``result`` objects; the iterator ends when
+        A context manager giving an iterable of the ``result`` objects; the iteration ends when
         the server closes the stream, and raises `EtcdError` on an error answer and an httpx
         error on a broken connection or when nothing came for *timeout* seconds.
         """
@@ -215,7 +216,7 @@ class Client:
             if response.status_code != 200:
                 response.read()
                 raise EtcdError(f"etcd refused the watch: {response.text}")
-            yield _results(response)
+            yield _Watch(response)
         finally:
             response.close()
 
@@ -224,18 +225,32 @@ class Client:
         self._http.close()
 
 
-def _results(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    for line in response.iter_lines():
-        if not line.strip():
-            continue
-        message = json.loads(line)
-        if "error" in message:
-            error = message["error"]
-            raise EtcdError(str(error.get("message", error)), error.get("grpc_code"))
-        result: dict[str, Any] = message.get("result", {})
-        if result.get("canceled"):
-            raise EtcdError(f"etcd cancelled the watch: {result.get('cancel_reason', '')}")
-        yield result
+class _Watch:
+    """The results of one watch stream, and a `close` another thread may call."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for line in self._response.iter_lines():
+            if not line.strip():
+                continue
+            message = json.loads(line)
+            if "error" in message:
+                error = message["error"]
+                raise EtcdError(str(error.get("message", error)), error.get("grpc_code"))
+            result: dict[str, Any] = message.get("result", {})
+            if result.get("canceled"):
+                raise EtcdError(f"etcd cancelled the watch: {result.get('cancel_reason', '')}")
+            yield result
+
+    def close(self) -> None:
+        # Closing the response from another thread does not wake a read blocked in recv();
+        # shutting the socket down does.
+        stream = self._response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class Instancer:
@@ -269,6 +284,7 @@ class Instancer:
         self._watch_timeout = watch_timeout
         self._cache = InstanceCache(self.service, kit=kit)
         self._stopped = threading.Event()
+        self._watch: _Watch | None = None
         self._revision = self._list()
         self._thread = threading.Thread(target=self._run, name=f"kitobs-etcd-{prefix}", daemon=True)
         self._thread.start()
@@ -302,6 +318,9 @@ class Instancer:
                 with self.client.watch_prefix(
                     self.prefix, revision + 1, timeout=self._watch_timeout
                 ) as results:
+                    self._watch = results
+                    if self._stopped.is_set():
+                        return
                     for result in results:
                         delay = self._backoff
                         if result.get("events"):
@@ -310,12 +329,15 @@ class Instancer:
                                 break
                         if self._stopped.is_set():
                             return
+                self._watch = None  # closed with its response: stop() must not touch it
                 # The stream ended (a server going away): read everything again.
                 if self._revision is not None:
                     self._revision = self._list()
             except httpx.ReadTimeout:
+                self._watch = None
                 self._revision = self._list()  # a quiet watch: re-made, the set re-checked
             except Exception as error:  # a broken stream, a refused watch
+                self._watch = None
                 if self._stopped.is_set():
                     return
                 self._cache.publish(error)
@@ -330,9 +352,15 @@ class Instancer:
         self._cache.unsubscribe(listener)
 
     def stop(self) -> None:
-        """stop ends the watch (within *watch_timeout*) and drops every listener."""
+        """stop ends the watch and its thread, and drops every listener."""
         self._stopped.set()
+        watch = self._watch
+        if watch is not None:
+            with contextlib.suppress(Exception):  # the stream may have ended already
+                watch.close()
         self._cache.stop()
+        if threading.current_thread() is not self._thread:  # stop() from a listener: no join
+            self._thread.join(timeout=5.0)
 
 
 class Registrar:

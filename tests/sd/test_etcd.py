@@ -204,3 +204,10 @@ def test_user_and_password_against_an_etcd_with_auth_enabled(tmp_path: Path) -> 
         admin.close()
         server.terminate()
         server.wait(10)
+
+
+def test_stop_ends_the_watching_thread_at_once(client: etcd.Client) -> None:
+    instancer = etcd.Instancer(client, _prefix(), watch_timeout=60.0, kit=recording().kit)
+    time.sleep(0.2)  # the watch is open and its read blocked
+    instancer.stop()  # joins the thread (for up to 5 s)
+    assert not instancer._thread.is_alive()
