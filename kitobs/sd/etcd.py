@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,64 @@ def _prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def _range_body(prefix: str) -> dict[str, Any]:
+    raw = prefix.encode()
+    return {"key": _b64(raw), "range_end": _b64(_prefix_end(raw))}
+
+
+def _parse_range(data: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
+    pairs = [(_unb64(kv["key"]), _unb64(kv.get("value", ""))) for kv in data.get("kvs", [])]
+    return pairs, int(data["header"]["revision"])
+
+
+def _watch_body(prefix: str, start_revision: int) -> dict[str, Any]:
+    return {"create_request": {**_range_body(prefix), "start_revision": str(start_revision)}}
+
+
+def _answer(status: int, data: dict[str, Any]) -> dict[str, Any]:
+    if status != 200 or "error" in data:
+        raise EtcdError(str(data.get("error") or data.get("message") or data), data.get("code"))
+    return data
+
+
+def _watch_result(line: str) -> dict[str, Any] | None:
+    # One line of the watch stream: its result, None for a blank line; raises on an error.
+    if not line.strip():
+        return None
+    message = json.loads(line)
+    if "error" in message:
+        error = message["error"]
+        raise EtcdError(str(error.get("message", error)), error.get("grpc_code"))
+    result: dict[str, Any] = message.get("result", {})
+    if result.get("canceled"):
+        raise EtcdError(f"etcd cancelled the watch: {result.get('cancel_reason', '')}")
+    return result
+
+
+def _options(
+    urls: str | Sequence[str],
+    username: str | None,
+    password: str | None,
+    ca: str | bool | None,
+    cert: str | None,
+    key: str | None,
+) -> tuple[list[str], dict[str, Any]]:
+    # The checks and httpx arguments Client and AsyncClient share.
+    found = [urls] if isinstance(urls, str) else list(urls)
+    if not found:
+        raise ConfigError("no etcd URL given: pass e.g. 'http://127.0.0.1:2379'")
+    for url in found:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"etcd URL {url!r} needs a scheme: http:// or https://")
+    if (username is None) != (password is None):
+        raise ConfigError("etcd username and password go together: give both or neither")
+    if key is not None and cert is None:
+        raise ConfigError("an etcd client key needs its certificate: pass cert= too")
+    verify: Any = True if ca is None else ca
+    client_cert: Any = None if cert is None else (cert if key is None else (cert, key))
+    return found, {"verify": verify, "cert": client_cert}
+
+
 class Client:
     """Client talks to etcd's v3 JSON gateway, e.g. ``Client("http://127.0.0.1:2379")``.
 
@@ -85,24 +144,13 @@ class Client:
         key: str | None = None,
         timeout: float = 3.0,
     ) -> None:
-        self.urls = [urls] if isinstance(urls, str) else list(urls)
-        if not self.urls:
-            raise ConfigError("no etcd URL given: pass e.g. 'http://127.0.0.1:2379'")
-        for url in self.urls:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"etcd URL {url!r} needs a scheme: http:// or https://")
-        if (username is None) != (password is None):
-            raise ConfigError("etcd username and password go together: give both or neither")
-        if key is not None and cert is None:
-            raise ConfigError("an etcd client key needs its certificate: pass cert= too")
+        self.urls, tls = _options(urls, username, password, ca, cert, key)
         self._username = username
         self._password = password
         self._token: str | None = None
         self._current = 0
         self._lock = threading.Lock()
-        verify: Any = True if ca is None else ca
-        client_cert: Any = None if cert is None else (cert if key is None else (cert, key))
-        self._http = httpx.Client(verify=verify, cert=client_cert, timeout=timeout)
+        self._http = httpx.Client(**tls, timeout=timeout)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -139,12 +187,7 @@ class Client:
                 last = error
                 self._current += 1
                 continue
-            data: dict[str, Any] = answer.json()
-            if answer.status_code != 200 or "error" in data:
-                raise EtcdError(
-                    str(data.get("error") or data.get("message") or data), data.get("code")
-                )
-            return data
+            return _answer(answer.status_code, answer.json())
         assert last is not None
         raise last
 
@@ -152,10 +195,7 @@ class Client:
 
     def get_prefix(self, prefix: str) -> tuple[list[tuple[str, str]], int]:
         """get_prefix gives the ``(key, value)`` pairs under *prefix* and the store's revision."""
-        raw = prefix.encode()
-        data = self._post("/v3/kv/range", {"key": _b64(raw), "range_end": _b64(_prefix_end(raw))})
-        pairs = [(_unb64(kv["key"]), _unb64(kv.get("value", ""))) for kv in data.get("kvs", [])]
-        return pairs, int(data["header"]["revision"])
+        return _parse_range(self._post("/v3/kv/range", _range_body(prefix)))
 
     def put(self, key: str, value: str, *, lease: int = 0) -> None:
         """put sets *key* to *value*, attached to *lease* when given."""
@@ -188,21 +228,14 @@ class Client:
     @contextlib.contextmanager
     def watch_prefix(
         self, prefix: str, start_revision: int, *, timeout: float | None = None
-    ) -> Iterator[Iterator[dict[str, Any]]]:
+    ) -> Iterator[_Watch]:
         """watch_prefix streams the watch responses for *prefix* from *start_revision*.
 
-        A context manager giving an iterator of the ``result`` objects; the iterator ends when
+        A context manager giving an iterable of the ``result`` objects; the iteration ends when
         the server closes the stream, and raises `EtcdError` on an error answer and an httpx
         error on a broken connection or when nothing came for *timeout* seconds.
         """
-        raw = prefix.encode()
-        body = {
-            "create_request": {
-                "key": _b64(raw),
-                "range_end": _b64(_prefix_end(raw)),
-                "start_revision": str(start_revision),
-            }
-        }
+        body = _watch_body(prefix, start_revision)
         request = self._http.build_request(
             "POST",
             self._url("/v3/watch"),
@@ -215,7 +248,7 @@ class Client:
             if response.status_code != 200:
                 response.read()
                 raise EtcdError(f"etcd refused the watch: {response.text}")
-            yield _results(response)
+            yield _Watch(response)
         finally:
             response.close()
 
@@ -224,18 +257,25 @@ class Client:
         self._http.close()
 
 
-def _results(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    for line in response.iter_lines():
-        if not line.strip():
-            continue
-        message = json.loads(line)
-        if "error" in message:
-            error = message["error"]
-            raise EtcdError(str(error.get("message", error)), error.get("grpc_code"))
-        result: dict[str, Any] = message.get("result", {})
-        if result.get("canceled"):
-            raise EtcdError(f"etcd cancelled the watch: {result.get('cancel_reason', '')}")
-        yield result
+class _Watch:
+    """The results of one watch stream, and a `close` another thread may call."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for line in self._response.iter_lines():
+            result = _watch_result(line)
+            if result is not None:
+                yield result
+
+    def close(self) -> None:
+        # Closing the response from another thread does not wake a read blocked in recv();
+        # shutting the socket down does.
+        stream = self._response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class Instancer:
@@ -269,6 +309,7 @@ class Instancer:
         self._watch_timeout = watch_timeout
         self._cache = InstanceCache(self.service, kit=kit)
         self._stopped = threading.Event()
+        self._watch: _Watch | None = None
         self._revision = self._list()
         self._thread = threading.Thread(target=self._run, name=f"kitobs-etcd-{prefix}", daemon=True)
         self._thread.start()
@@ -302,6 +343,9 @@ class Instancer:
                 with self.client.watch_prefix(
                     self.prefix, revision + 1, timeout=self._watch_timeout
                 ) as results:
+                    self._watch = results
+                    if self._stopped.is_set():
+                        return
                     for result in results:
                         delay = self._backoff
                         if result.get("events"):
@@ -310,12 +354,15 @@ class Instancer:
                                 break
                         if self._stopped.is_set():
                             return
+                self._watch = None  # closed with its response: stop() must not touch it
                 # The stream ended (a server going away): read everything again.
                 if self._revision is not None:
                     self._revision = self._list()
             except httpx.ReadTimeout:
+                self._watch = None
                 self._revision = self._list()  # a quiet watch: re-made, the set re-checked
             except Exception as error:  # a broken stream, a refused watch
+                self._watch = None
                 if self._stopped.is_set():
                     return
                 self._cache.publish(error)
@@ -330,9 +377,15 @@ class Instancer:
         self._cache.unsubscribe(listener)
 
     def stop(self) -> None:
-        """stop ends the watch (within *watch_timeout*) and drops every listener."""
+        """stop ends the watch and its thread, and drops every listener."""
         self._stopped.set()
+        watch = self._watch
+        if watch is not None:
+            with contextlib.suppress(Exception):  # the stream may have ended already
+                watch.close()
         self._cache.stop()
+        if threading.current_thread() is not self._thread:  # stop() from a listener: no join
+            self._thread.join(timeout=5.0)
 
 
 class Registrar:

@@ -245,3 +245,15 @@ def test_bench_amqp_quick_prints_both_sides_and_the_ratio() -> None:
     )
     assert alone is not None, out
     assert float(alone[1]) > 0, out
+
+
+def test_bench_sd_quick_prints_every_row_and_the_ratio() -> None:
+    out = _run("bench_sd.py", "--quick")
+    names = r"bare instrumented call|through sd \+ retry|sd \+ retry layer alone"
+    rows = {m[1]: float(m[2]) for m in re.finditer(rf"^({names}) +([\d.]+) us/call", out, re.M)}
+    assert list(rows) == ["bare instrumented call", "through sd + retry", "sd + retry layer alone"]
+    assert all(v > 0 for v in rows.values()), out
+    m = re.search(r"^ratio: sd layer / bare call = ([\d.]+) \(goal <= 0\.050\)", out, re.M)
+    assert m is not None, out
+    ratio = rows["sd + retry layer alone"] / rows["bare instrumented call"]
+    assert abs(float(m[1]) - ratio) < 0.0002 + 0.02 * ratio, out

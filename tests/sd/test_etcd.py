@@ -99,11 +99,7 @@ def _healthy(probe: etcd.Client) -> bool:
 
 @pytest.mark.slow
 def test_instancer_recovers_from_a_server_restart(tmp_path: Path) -> None:
-    if shutil.which("etcd") is None:
-        reason = "etcd is not installed: scripts/services installs it"
-        if servers_required():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    _require_etcd_binary()
     port, peer = free_port(), free_port()
     server = _start_etcd(tmp_path / "etcd", port, peer)
     client = etcd.Client(f"http://127.0.0.1:{port}", timeout=0.5)
@@ -161,3 +157,57 @@ def test_from_config_uses_the_sd_settings() -> None:
         c.close()
     with pytest.raises(ConfigError, match="etcd_urls"):
         etcd.from_config(recording().kit)
+
+
+def _require_etcd_binary() -> None:
+    if shutil.which("etcd") is None:
+        reason = "etcd is not installed: scripts/services installs it"
+        if servers_required():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.mark.slow
+def test_user_and_password_against_an_etcd_with_auth_enabled(tmp_path: Path) -> None:
+    _require_etcd_binary()
+    port, peer = free_port(), free_port()
+    server = _start_etcd(tmp_path / "etcd", port, peer)
+    url = f"http://127.0.0.1:{port}"
+    admin = etcd.Client(url)
+    try:
+        # etcd's auth needs a root user holding the root role before it can be enabled.
+        admin._post("/v3/auth/user/add", {"name": "root", "password": "root-secret"})
+        admin._post("/v3/auth/role/add", {"name": "root"})
+        admin._post("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        admin._post("/v3/auth/enable", {})
+        with pytest.raises(etcd.EtcdError):
+            admin.put("/svc/a", "127.0.0.1:9001")  # no credentials: refused
+        authed = etcd.Client(url, username="root", password="root-secret")
+        try:
+            registrar = etcd.Registrar(authed, "/svc/a", "127.0.0.1:9001", kit=recording().kit)
+            registrar.register()
+            instancer = etcd.Instancer(authed, "/svc/", kit=recording().kit)
+            try:
+                seen: list[object] = []
+                instancer.subscribe(seen.append)
+                assert seen == [frozenset({Instance("127.0.0.1", 9001)})]
+            finally:
+                instancer.stop()
+                registrar.deregister()
+            wrong = etcd.Client(url, username="root", password="wrong")
+            with pytest.raises(etcd.EtcdError, match="credentials"):
+                wrong.get_prefix("/")
+            wrong.close()
+        finally:
+            authed.close()
+    finally:
+        admin.close()
+        server.terminate()
+        server.wait(10)
+
+
+def test_stop_ends_the_watching_thread_at_once(client: etcd.Client) -> None:
+    instancer = etcd.Instancer(client, _prefix(), watch_timeout=60.0, kit=recording().kit)
+    time.sleep(0.2)  # the watch is open and its read blocked
+    instancer.stop()  # joins the thread (for up to 5 s)
+    assert not instancer._thread.is_alive()

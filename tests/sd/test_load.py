@@ -1,9 +1,10 @@
-"""Discovery under load: four real HTTP backends registered in etcd, a client calling them
-through Endpointer + RoundRobin + retry + a Breaker per endpoint, while one backend dies and
-another deregisters."""
+"""Discovery under load: four real HTTP backends registered in etcd or ZooKeeper, a client
+calling them through Endpointer + RoundRobin + retry + a Breaker per endpoint, while one backend
+dies and another deregisters."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from kitobs.circuitbreaker import Breaker
-from kitobs.sd import Endpointer, Instance, RetryError, RoundRobin, etcd, retry
+from kitobs.sd import Endpointer, Instance, RetryError, RoundRobin, etcd, retry, zk
 from kitobs.transport.httpclient import ClientEndpoint
 from tests.support.resilience import recording
 from tests.support.servers import require_env
@@ -70,23 +71,73 @@ def _eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+class _Registry:
+    """One backend's registration, in etcd or ZooKeeper, each backend with its own client (as
+    separate processes have), and the client's watching side."""
+
+    def __init__(self, kind: str, rec: Any) -> None:
+        self.kind = kind
+        self.rec = rec
+        self.path = f"/kitobs-load/{uuid.uuid4().hex}"
+        self.url = require_env("KITOBSTEST_ETCD_URL" if kind == "etcd" else "KITOBSTEST_ZK_HOSTS")
+        self.clients: list[Any] = []
+
+    def registrar(self, port: int) -> Any:
+        if self.kind == "etcd":
+            c: Any = etcd.Client(self.url)
+            self.clients.append(c)
+            return etcd.Registrar(
+                c,
+                f"{self.path}/{port}",
+                f"127.0.0.1:{port}",
+                ttl=2,
+                heartbeat=0.5,
+                kit=self.rec.kit,
+            )
+        c = zk.client(self.url, session_timeout=2.0)
+        self.clients.append(c)
+        return zk.Registrar(c, self.path, f"127.0.0.1:{port}", kit=self.rec.kit)
+
+    def crash(self, index: int) -> None:
+        # The backend's process dies: its etcd keep-alive stops (the lease runs out in 2 s), its
+        # ZooKeeper session ends (the ephemeral node goes).
+        c = self.clients[index]
+        if self.kind == "etcd":
+            c.close()
+        else:
+            c.stop()
+
+    def instancer(self) -> Any:
+        if self.kind == "etcd":
+            c: Any = etcd.Client(self.url)
+            self.clients.append(c)
+            return etcd.Instancer(c, self.path + "/", service="users", kit=self.rec.kit)
+        c = zk.client(self.url, session_timeout=2.0)
+        self.clients.append(c)
+        return zk.Instancer(c, self.path, service="users", kit=self.rec.kit)
+
+    def close(self) -> None:
+        for c in self.clients:
+            with contextlib.suppress(Exception):
+                if self.kind == "etcd":
+                    c.close()
+                else:
+                    c.stop()
+                    c.close()
+
+
 @pytest.mark.slow
-def test_traffic_moves_off_a_dead_and_a_deregistered_backend_without_failed_calls() -> None:
-    url = require_env("KITOBSTEST_ETCD_URL")
-    prefix = f"/kitobs-load/{uuid.uuid4().hex}/"
+@pytest.mark.parametrize("kind", ["etcd", "zookeeper"])
+def test_traffic_moves_off_a_dead_and_a_deregistered_backend_without_failed_calls(
+    kind: str,
+) -> None:
     rec = recording()
+    registry = _Registry(kind, rec)
     backends = [_Backend() for _ in range(4)]
-    clients = [etcd.Client(url) for _ in backends]  # one per backend, as separate processes have
-    registrars = [
-        etcd.Registrar(
-            c, f"{prefix}{b.port}", f"127.0.0.1:{b.port}", ttl=2, heartbeat=0.5, kit=rec.kit
-        )
-        for c, b in zip(clients, backends, strict=True)
-    ]
+    registrars = [registry.registrar(b.port) for b in backends]
     for registrar in registrars:
         registrar.register()
-    watcher = etcd.Client(url)
-    instancer = etcd.Instancer(watcher, prefix, service="users", kit=rec.kit)
+    instancer = registry.instancer()
 
     def factory(instance: Instance) -> tuple[Any, Callable[[], None]]:
         endpoint = ClientEndpoint(
@@ -128,10 +179,11 @@ def test_traffic_moves_off_a_dead_and_a_deregistered_backend_without_failed_call
         # process is killed), another deregisters cleanly.
         phase[0] = 1
         dead.kill()
-        clients[0].close()  # its keep-alive fails from now on: the lease expires in 2 s
+        registry.crash(0)
         registrars[1].deregister()
         _eventually(lambda: len(endpointer.endpoints()) == 2)
         assert rec.metrics.value("kitobs_sd_instances", service="users") == 2.0
+        time.sleep(0.2)  # calls that picked from the older set finish
         # Phase 2: the two survivors carry all of the traffic.
         leaving_before = leaving.served
         phase[0] = 2
@@ -158,5 +210,4 @@ def test_traffic_moves_off_a_dead_and_a_deregistered_backend_without_failed_call
             registrar.deregister()
         for backend in backends[1:]:
             backend.kill()
-        for c in [*clients[1:], watcher]:
-            c.close()
+        registry.close()
