@@ -23,23 +23,32 @@ certificate) are passed to httpx. With *username*, the client authenticates
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from kitobs.errors import ConfigError
-from kitobs.sd.core import Event, InstanceCache, Listener, _Lazy, _resolve, parse_instance
+from kitobs.sd.core import Instance, InstanceCache, Listener, _Lazy, _resolve, parse_instance
 
 if TYPE_CHECKING:
     from kitobs.kit import Kit
 
-__all__ = ["Client", "EtcdError", "Instancer", "Registrar", "from_config"]
+__all__ = [
+    "AsyncClient",
+    "AsyncInstancer",
+    "Client",
+    "EtcdError",
+    "Instancer",
+    "Registrar",
+    "from_config",
+]
 
 
 class EtcdError(Exception):
@@ -315,18 +324,12 @@ class Instancer:
         self._thread.start()
 
     def _list(self) -> int | None:
-        event: Event
         try:
             pairs, revision = self.client.get_prefix(self.prefix)
         except Exception as error:  # httpx errors, EtcdError
             self._cache.publish(error)
             return None
-        found = set()
-        for _, value in pairs:
-            with contextlib.suppress(ValueError):  # not an instance: skipped
-                found.add(parse_instance(value))
-        event = frozenset(found)
-        self._cache.publish(event)
+        self._cache.publish(_parse_values(pairs))
         return revision
 
     def _run(self) -> None:
@@ -490,3 +493,207 @@ def from_config(kit: Kit | None = None, **overrides: Any) -> Client:
     if not urls:
         raise ConfigError("no etcd URL: set [sd] etcd_urls (KITOBS_SD_ETCD_URLS) or pass urls=")
     return Client(urls, **params)
+
+
+class AsyncClient:
+    """AsyncClient is `Client` on asyncio (``httpx.AsyncClient``), e.g. for `AsyncInstancer`.
+
+    The same arguments, requests and answers as `Client` (the bodies and their parsing are
+    shared); its methods are coroutines. `aclose` closes the connections.
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca: str | bool | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        timeout: float = 3.0,
+    ) -> None:
+        self.urls, tls = _options(urls, username, password, ca, cert, key)
+        self._username = username
+        self._password = password
+        self._token: str | None = None
+        self._current = 0
+        self._http = httpx.AsyncClient(**tls, timeout=timeout)
+
+    def _url(self, path: str) -> str:
+        return self.urls[self._current % len(self.urls)].rstrip("/") + path
+
+    async def _headers(self, fresh: bool = False) -> dict[str, str]:
+        if self._username is None:
+            return {}
+        if self._token is None or fresh:
+            answer = await self._http.post(
+                self._url("/v3/auth/authenticate"),
+                json={"name": self._username, "password": self._password},
+            )
+            body = answer.json()
+            if answer.status_code != 200 or "token" not in body:
+                raise EtcdError(f"etcd refused the credentials: {body.get('error', body)}")
+            self._token = str(body["token"])
+        return {"Authorization": self._token}
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        last: Exception | None = None
+        for _ in range(len(self.urls)):
+            try:
+                headers = await self._headers()
+                answer = await self._http.post(self._url(path), json=body, headers=headers)
+                if answer.status_code == 401 and self._username is not None:
+                    headers = await self._headers(fresh=True)
+                    answer = await self._http.post(self._url(path), json=body, headers=headers)
+            except httpx.TransportError as error:
+                last = error
+                self._current += 1
+                continue
+            return _answer(answer.status_code, answer.json())
+        assert last is not None
+        raise last
+
+    async def get_prefix(self, prefix: str) -> tuple[list[tuple[str, str]], int]:
+        """get_prefix gives the ``(key, value)`` pairs under *prefix* and the store's revision."""
+        return _parse_range(await self._post("/v3/kv/range", _range_body(prefix)))
+
+    async def put(self, key: str, value: str, *, lease: int = 0) -> None:
+        """put sets *key* to *value*, attached to *lease* when given."""
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        await self._post("/v3/kv/put", body)
+
+    async def delete(self, key: str) -> int:
+        """delete removes *key*; returns how many keys went (0 or 1)."""
+        data = await self._post("/v3/kv/deleterange", {"key": _b64(key)})
+        return int(data.get("deleted", 0))
+
+    async def watch_prefix(
+        self, prefix: str, start_revision: int, *, timeout: float | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """watch_prefix yields the watch results for *prefix* from *start_revision*.
+
+        An async generator; it ends when the server closes the stream and raises as
+        `Client.watch_prefix` does.
+        """
+        request = self._http.build_request(
+            "POST",
+            self._url("/v3/watch"),
+            json=_watch_body(prefix, start_revision),
+            headers=await self._headers(),
+            timeout=httpx.Timeout(self._http.timeout.connect, read=timeout),
+        )
+        response = await self._http.send(request, stream=True)
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise EtcdError(f"etcd refused the watch: {response.text}")
+            async for line in response.aiter_lines():
+                result = _watch_result(line)
+                if result is not None:
+                    yield result
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        """aclose closes the HTTP connections."""
+        await self._http.aclose()
+
+
+class AsyncInstancer:
+    """AsyncInstancer is `Instancer` on asyncio: ``await AsyncInstancer(client, prefix).start()``.
+
+    `start` reads the prefix and starts the watching task; the task re-lists and re-watches
+    after errors as `Instancer` does; `stop` cancels it. Implements `kitobs.sd.Instancer`.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        prefix: str,
+        *,
+        service: str | None = None,
+        backoff: float = 0.2,
+        watch_timeout: float = 30.0,
+        kit: Kit | None = None,
+    ) -> None:
+        if not prefix:
+            raise ConfigError("the etcd prefix is empty: pass e.g. '/services/users/'")
+        if backoff <= 0 or watch_timeout <= 0:
+            raise ConfigError("backoff and watch_timeout are seconds: give positive numbers")
+        self.client = client
+        self.prefix = prefix
+        self.service = service if service is not None else prefix
+        self._backoff = backoff
+        self._watch_timeout = watch_timeout
+        self._cache = InstanceCache(self.service, kit=kit)
+        self._revision: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> AsyncInstancer:
+        """start reads the prefix (publishing the set or the error) and starts watching."""
+        self._revision = await self._list()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def _list(self) -> int | None:
+        try:
+            pairs, revision = await self.client.get_prefix(self.prefix)
+        except Exception as error:  # httpx errors, EtcdError
+            self._cache.publish(error)
+            return None
+        self._cache.publish(_parse_values(pairs))
+        return revision
+
+    async def _run(self) -> None:
+        delay = self._backoff
+        while True:
+            revision = self._revision
+            if revision is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._revision = await self._list()
+                continue
+            try:
+                async for result in self.client.watch_prefix(
+                    self.prefix, revision + 1, timeout=self._watch_timeout
+                ):
+                    delay = self._backoff
+                    if result.get("events"):
+                        self._revision = await self._list()
+                        if self._revision is None:
+                            break
+                if self._revision is not None:
+                    self._revision = await self._list()
+            except httpx.ReadTimeout:
+                self._revision = await self._list()
+            except Exception as error:  # a broken stream, a refused watch
+                self._cache.publish(error)
+                self._revision = None
+
+    def subscribe(self, listener: Listener) -> None:
+        """subscribe adds *listener* and hands it the current state."""
+        self._cache.subscribe(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """unsubscribe removes *listener*."""
+        self._cache.unsubscribe(listener)
+
+    def stop(self) -> None:
+        """stop cancels the watching task and drops every listener."""
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                task.cancel()
+        self._cache.stop()
+
+
+def _parse_values(pairs: list[tuple[str, str]]) -> frozenset[Instance]:
+    found = set()
+    for _, value in pairs:
+        with contextlib.suppress(ValueError):  # not an instance: skipped
+            found.add(parse_instance(value))
+    return frozenset(found)

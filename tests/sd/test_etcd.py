@@ -3,6 +3,7 @@ one started here for the restart test."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -211,3 +212,75 @@ def test_stop_ends_the_watching_thread_at_once(client: etcd.Client) -> None:
     time.sleep(0.2)  # the watch is open and its read blocked
     instancer.stop()  # joins the thread (for up to 5 s)
     assert not instancer._thread.is_alive()
+
+
+def test_async_instancer_lists_and_watches() -> None:
+    url = require_env("KITOBSTEST_ETCD_URL")
+    prefix = _prefix()
+
+    async def main() -> None:
+        client = etcd.AsyncClient(url)
+        try:
+            await client.put(prefix + "a", "127.0.0.1:9001")
+            instancer = await etcd.AsyncInstancer(client, prefix, kit=recording().kit).start()
+            seen: list[object] = []
+            instancer.subscribe(seen.append)
+            assert seen == [frozenset({Instance("127.0.0.1", 9001)})]
+            await client.put(prefix + "b", "127.0.0.1:9002")
+            for _ in range(500):
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert seen[-1] == frozenset({Instance("127.0.0.1", 9001), Instance("127.0.0.1", 9002)})
+            await client.delete(prefix + "a")
+            await client.delete(prefix + "b")
+            for _ in range(500):
+                if seen[-1] == frozenset():
+                    break
+                await asyncio.sleep(0.01)
+            assert seen[-1] == frozenset()
+            instancer.stop()
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_async_instancer_recovers_from_a_server_restart(tmp_path: Path) -> None:
+    _require_etcd_binary()
+    port, peer = free_port(), free_port()
+    holder = [_start_etcd(tmp_path / "etcd", port, peer)]
+
+    async def until(check: Callable[[], bool]) -> None:
+        for _ in range(1000):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("condition not met in time")
+
+    async def main() -> None:
+        client = etcd.AsyncClient(f"http://127.0.0.1:{port}", timeout=0.5)
+        instancer = etcd.AsyncInstancer(client, "/svc/", backoff=0.05, kit=recording().kit)
+        seen: list[object] = []
+        instancer.subscribe(seen.append)
+        await instancer.start()
+        try:
+            await client.put("/svc/a", "127.0.0.1:9001")
+            await until(lambda: seen[-1] == frozenset({Instance("127.0.0.1", 9001)}))
+            holder[0].terminate()
+            await asyncio.to_thread(holder[0].wait, 10)
+            await until(lambda: isinstance(seen[-1], Exception))
+            holder[0] = await asyncio.to_thread(_start_etcd, tmp_path / "etcd", port, peer)
+            await until(lambda: seen[-1] == frozenset({Instance("127.0.0.1", 9001)}))
+            await client.put("/svc/b", "127.0.0.1:9002")  # the watch is back
+            await until(lambda: len(seen[-1]) == 2)  # type: ignore[arg-type]
+        finally:
+            instancer.stop()
+            await client.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        holder[0].terminate()
+        holder[0].wait(10)

@@ -37,6 +37,10 @@ def _etcd(i: etcd.Instancer) -> Instancer:
     return i
 
 
+def _etcd_async(i: etcd.AsyncInstancer) -> Instancer:
+    return i
+
+
 def _zk(i: zk.Instancer) -> Instancer:
     return i
 
