@@ -931,6 +931,9 @@ class Publisher:
                 future.set_exception(
                     BrokerUnavailable("the broker connection was lost while waiting for the reply")
                 )
+                # A caller that already gave up no longer awaits it: seen here, so asyncio does
+                # not log "exception was never retrieved"; a waiting caller still gets it.
+                future.add_done_callback(_retrieved)
 
     async def connection_restored(self) -> None:
         """connection_restored opens a fresh channel and reply consumer (told by `watch`)."""
@@ -1081,3 +1084,8 @@ class Publisher:
         )
         inst.finish(call, labels, None, error is not None, error_type, error, attributes)
         self._rec.count("sent", *labels)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

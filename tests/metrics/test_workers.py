@@ -239,7 +239,8 @@ def _check_debug_vars(url: str, n: int, *, answering: int = 1) -> None:
 
     pages: list[dict[str, Any]] = []
     with ThreadPoolExecutor(4) as pool:  # at once, so that several workers answer
-        for _ in range(10):
+        # Up to 30 rounds: a worker gunicorn is restarting (--max-requests) answers no scrape.
+        for _ in range(30):
             pages += [p for p in pool.map(scrape, range(4)) if p is not None]
             if len(pages) >= 12 and len({p["process"]["pid"] for p in pages}) >= answering:
                 break
